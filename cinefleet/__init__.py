@@ -1,0 +1,1 @@
+"""The cinefleet command: the composition root every component contributes to."""
