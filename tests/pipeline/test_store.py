@@ -1,0 +1,97 @@
+"""The content store never overwrites and never shows half a file; the registry inserts once."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from pipeline.models import Episode
+from pipeline.registry import Registry, sqlite_url
+from pipeline.store import ArtifactStore, atomic_write
+from pipeline.workspace import Workspace
+
+
+def test_put_bytes_is_content_addressed(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    found = store.put_bytes("t1", b"hello")
+    assert found == hashlib.sha256(b"hello").hexdigest()
+    assert store.path("t1", found) == tmp_path / "t1" / found[:2] / found
+    assert store.read_bytes("t1", found) == b"hello"
+    assert not store.has("t2", found), "tenants do not share blobs"
+
+
+def test_put_file_links_and_never_overwrites(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "store")
+    source = tmp_path / "clip.bin"
+    source.write_bytes(b"x" * 1000)
+    first = store.put_file("t", source)
+    inode = store.path("t", first).stat().st_ino
+    assert store.put_file("t", source) == first
+    assert store.path("t", first).stat().st_ino == inode
+
+
+def test_atomic_write_leaves_no_temp_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "file.json"
+    with pytest.raises(TypeError):
+        atomic_write(target, "not bytes")  # type: ignore[arg-type]
+    assert not target.exists()
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_registry_records_once(tmp_path: Path) -> None:
+    registry = Registry(sqlite_url(tmp_path / "r.sqlite"))
+    for size in (3, 4):
+        registry.record_artifact(tenant_id="t", site_id="s", digest="ab" * 32, kind="Script", size=size,
+                                 parents=["cd" * 32], license={"license_type": "CC0"})
+    row = registry.artifact("t", "ab" * 32)
+    assert row is not None and row.size == 3 and row.parents == ["cd" * 32] and row.site_id == "s"
+    registry.remember("t", "key", "shot", "ab" * 32)
+    registry.remember("t", "key", "shot", "ef" * 32)
+    assert registry.derived("t", "key") == "ab" * 32
+    assert registry.derived("other-tenant", "key") is None
+
+
+def test_workspace_derives_once_and_resumes(tmp_path: Path) -> None:
+    calls = []
+
+    def make(target: Path) -> None:
+        calls.append(target)
+        target.write_bytes(b"rendered")
+
+    ws = Workspace(tmp_path, "t", "site-a")
+    first, hit = ws.derive_file("shot", {"frames": 10}, make, kind="ShotClip", parents=[], suffix=".mp4")
+    assert not hit and len(calls) == 1
+    again, hit = ws.derive_file("shot", {"frames": 10}, make, kind="ShotClip", parents=[], suffix=".mp4")
+    assert hit and again == first and len(calls) == 1
+    ws.close()
+
+    reopened = Workspace(tmp_path, "t", "site-a")
+    _, hit = reopened.derive_file("shot", {"frames": 10}, make, kind="ShotClip", parents=[], suffix=".mp4")
+    assert hit, "a new process finds the earlier run's work"
+    reopened.path(first).unlink()
+    _, hit = reopened.derive_file("shot", {"frames": 10}, make, kind="ShotClip", parents=[], suffix=".mp4")
+    assert not hit and len(calls) == 2, "a remembered key whose blob is gone is made again"
+    row = reopened.registry.artifact("t", first)
+    assert row is not None and row.kind == "ShotClip" and row.site_id == "site-a"
+
+
+def test_interrupted_make_stores_nothing(tmp_path: Path) -> None:
+    def make(target: Path) -> None:
+        target.write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    ws = Workspace(tmp_path, "t", "s")
+    with pytest.raises(KeyboardInterrupt):
+        ws.derive_file("shot", {"n": 1}, make, kind="ShotClip", parents=[], suffix=".mp4")
+    assert ws.registry.artifacts("t") == []
+    assert list((tmp_path / ".scratch").iterdir()) == []
+
+
+def test_documents_are_recorded_with_their_version(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, "t", "s")
+    found = ws.put_document(Episode.create(episode_number=1), parents=[])
+    row = ws.registry.artifact("t", found)
+    assert row is not None and row.kind == "Episode" and row.schema_version == "1.0.0"
+    assert ws.load_document(found, Episode).episode_number == 1
