@@ -108,7 +108,8 @@ def kind_for(path: Path) -> str | None:
     stem = path.stem
     if stem in DOCUMENTS:
         return stem
-    return STEM_ALIASES.get(stem.lower())
+    # "project-external-canon.json" is a project too: the first word names the kind.
+    return STEM_ALIASES.get(stem.lower().replace("-", "_").split("_")[0]) or STEM_ALIASES.get(stem.lower())
 
 
 def load_any(path: Path, kind: str | None = None) -> Versioned:

@@ -5,13 +5,14 @@ Documented for authors in ``docs/project-file.md``. Paths inside it are relative
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from pipeline.models.base import Model, Versioned
 from pipeline.models.canon import ID_PATTERN, Canon, CanonDiff, CharacterFact, Identifier
 
+CharacterId = Annotated[str, Field(pattern=ID_PATTERN)]
 Mood = Literal["calm", "tense", "upbeat", "somber"]
 Emotion = Literal["neutral", "happy", "sad", "angry", "afraid", "surprised", "tender", "determined"]
 
@@ -52,7 +53,7 @@ class Beat(Model):
     summary: str = Field(min_length=1)
     location_id: Identifier = Field(pattern=ID_PATTERN)
     time_of_day: Literal["dawn", "day", "dusk", "night"] = "day"
-    characters: tuple[Identifier, ...] = ()
+    characters: tuple[CharacterId, ...] = ()
     actions: tuple[str, ...] = ()
     dialogue: tuple[DialogueLine, ...] = ()
     facts: tuple[CharacterFact, ...] = Field(
