@@ -132,7 +132,7 @@ class _Run:
                 project_hash = ws.put_document(project, parents=[])
                 canon_hash = ws.put_document(canon, parents=[project_hash])
                 facts["output"] = canon_hash
-                facts["detail"] = ", ".join(f"{o.diff_id}:{o.status}" for o in outcomes)
+                facts["detail"] = ", ".join(f"{o.diff_id}:{o.outcome}" for o in outcomes)
             with self.stage("script") as facts:
                 script_hash, script, _ = ws.derive_document(
                     "script",

@@ -58,5 +58,5 @@ def test_missing_project_file_exits_2(tmp_path: Path) -> None:
 def test_validate_reports_valid_and_invalid(tmp_path: Path) -> None:
     ok = cinefleet("validate", PILOT)
     assert ok.returncode == 0 and "valid Project 1.0.0" in ok.stdout
-    bad = cinefleet("validate", BAD / "unknown_major.json")
+    bad = cinefleet("validate", BAD / "unknown_major.json", "--kind", "Project")
     assert bad.returncode == 2 and "docs/migrations.md" in bad.stderr

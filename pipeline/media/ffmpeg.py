@@ -1,0 +1,117 @@
+"""The one place that knows how to run ffmpeg, and the encoder settings every clip shares.
+
+Everything here exists for reproducibility: one pinned binary (imageio-ffmpeg's, unless an
+operator points ``CINEFLEET_FFMPEG`` elsewhere), its version line in every cache key, and one
+set of encoder arguments so identical inputs give identical bytes on any machine and with any
+number of parallel workers (see shared/research/video.md, section 2).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+
+from pipeline.errors import MediaError
+
+#: Threads for x264 and for filter graphs. Fixed, never derived from the CPU or worker count:
+#: the x264 thread count is written into the stream's SEI, so a different number changes bytes.
+THREADS = 2
+
+#: Video encoder arguments shared by every shot. Identical settings keep the SPS/PPS identical,
+#: which is what lets the concat demuxer join shots with ``-c copy``. ``cpu-independent=1``
+#: makes the SIMD build emit the C reference output (no speed cost, measured); the colour tags
+#: make the VUI explicit instead of inherited from whatever the input happened to carry.
+VIDEO_ENCODE_ARGS: tuple[str, ...] = (
+    "-c:v", "libx264",
+    "-preset", "veryfast",
+    "-crf", "23",
+    "-pix_fmt", "yuv420p",
+    "-threads", str(THREADS),
+    "-x264-params", "cpu-independent=1",
+    "-color_range", "tv",
+    "-colorspace", "bt709",
+    "-color_primaries", "bt709",
+    "-color_trc", "bt709",
+    "-fflags", "+bitexact",
+    "-flags:v", "+bitexact",
+    "-map_metadata", "-1",
+    "-an",
+)  # fmt: skip
+
+#: Filter-graph threading, pinned for the same reason as :data:`THREADS`.
+FILTER_THREAD_ARGS: tuple[str, ...] = (
+    "-filter_threads", str(THREADS),
+    "-filter_complex_threads", str(THREADS),
+)  # fmt: skip
+
+#: swscale flags for every resize and colour conversion: ``accurate_rnd+bitexact`` makes the
+#: SIMD paths produce the C reference output, so the bytes do not depend on the CPU.
+SWS_FLAGS = "bicubic+accurate_rnd+bitexact"
+
+_STDERR_TAIL_LINES = 12
+
+
+def ffmpeg_path() -> str:
+    """Return the ffmpeg binary to use: ``$CINEFLEET_FFMPEG`` if set, else imageio-ffmpeg's."""
+    override = os.environ.get("CINEFLEET_FFMPEG")
+    if override:
+        if not (os.path.isfile(override) and os.access(override, os.X_OK)):
+            raise MediaError(f"CINEFLEET_FFMPEG={override!r} is not an executable file")
+        return override
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as exc:
+        raise MediaError(f"no ffmpeg binary: {exc}") from exc
+
+
+@functools.cache
+def build_id() -> str:
+    """Return the first line of ``ffmpeg -version``; different builds encode different bytes."""
+    out = read_ffmpeg_stdout(["-version"], "read the ffmpeg version")
+    return out.decode("utf-8", "replace").splitlines()[0].strip()
+
+
+def stderr_tail(stderr: str | bytes, lines: int = _STDERR_TAIL_LINES) -> str:
+    """Return the last non-empty lines of a tool's stderr, for error messages."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode("utf-8", "replace")
+    kept = [line for line in stderr.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:]) or "(no output)"
+
+
+def _run(args: list[str], purpose: str) -> subprocess.CompletedProcess[bytes]:
+    cmd = [ffmpeg_path(), "-hide_banner", "-nostdin", "-y", *args]
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    except OSError as exc:
+        raise MediaError(f"{purpose}: cannot start ffmpeg: {exc}") from exc
+    if proc.returncode != 0:
+        raise MediaError(f"{purpose}: ffmpeg exited {proc.returncode}: {stderr_tail(proc.stderr)}")
+    return proc
+
+
+def run_ffmpeg(args: list[str], purpose: str) -> str:
+    """Run ffmpeg with ``args`` (no shell) and return its stderr; raise MediaError on failure.
+
+    ``purpose`` says what the command was for, so an operator reading the error knows which
+    step broke without decoding the argument list; the error carries ffmpeg's last lines.
+    """
+    return _run(args, purpose).stderr.decode("utf-8", "replace")
+
+
+def read_ffmpeg_stdout(args: list[str], purpose: str) -> bytes:
+    """Run ffmpeg like :func:`run_ffmpeg` but return its stdout (decoded PCM, framemd5 lines)."""
+    return _run(args, purpose).stdout
+
+
+def media_url(path: Path) -> str:
+    """Return ``path`` as an ffmpeg input/output argument that cannot be read as an option.
+
+    ffmpeg treats an argument starting with '-' as an option and one with ':' as a protocol;
+    an absolute ``file:`` URL is neither.
+    """
+    return "file:" + str(Path(path).resolve())
