@@ -92,6 +92,25 @@ def render(request: RenderRequest, progress: Progress | None = None) -> RenderRe
         workspace.close()
 
 
+class _ChunkCache:
+    """Encoded AAC chunks kept in the workspace, so an edit re-encodes only the chunks it touched."""
+
+    STAGE = "aac_chunk"
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+
+    def get(self, key: str) -> bytes | None:
+        found = self.ws.lookup(self.STAGE, key)
+        return None if found is None else self.ws.store.read_bytes(self.ws.tenant_id, found)
+
+    def put(self, key: str, data: bytes) -> None:
+        found = self.ws.store.put_bytes(self.ws.tenant_id, data)
+        self.ws.registry.record_artifact(tenant_id=self.ws.tenant_id, site_id=self.ws.site_id, digest=found,
+                                         kind="AacChunk", size=len(data), params={"key": key})
+        self.ws.remember(self.STAGE, key, found)
+
+
 class _Run:
     def __init__(self, request: RenderRequest, loaded: LoadedProject, ws: Workspace, progress: Progress) -> None:
         self.request = request
@@ -326,7 +345,7 @@ class _Run:
             music = audio.music_bed(total, mood, material["seed"]) if mood else None  # type: ignore[arg-type]
             pcm = audio.mix(voices, music, total, duck_db=plan.audio.duck_db)
             pcm, _report = audio.normalise_loudness(pcm, plan.audio.target_lufs, plan.audio.true_peak_db)
-            audio.encode_aac(pcm, target)
+            audio.encode_aac(pcm, target, cache=_ChunkCache(self.ws))
 
         parents = [wav for _, _, wav, _ in placed]
         audio_hash, _ = self.ws.derive_file("audio", material, make, kind="AudioMix", parents=parents, suffix=".m4a")

@@ -1,24 +1,31 @@
-"""AAC encoding of the episode's audio, split in two halves encoded in parallel.
+"""AAC encoding of the episode's audio in fixed chunks, encoded in parallel and cached.
 
 ffmpeg's native AAC encoder is single-threaded and slow here (about 19 s for 10 minutes of
-stereo with its defaults, measured), so the PCM is cut at a 1024-sample frame boundary and the
-halves are encoded at once, each with 4 frames of overlap for context. The raw ADTS packets
-are spliced at the boundary - the decoder overlap-adds one packet from each side, which
-measured no worse than any other frame - and muxed into m4a with the priming shifted before
-zero and the last packet shortened, so the mp4 edit list makes every decoder output exactly
-``len(pcm)`` samples. The split is fixed (never from the CPU count): same pcm, same bytes.
+stereo with its defaults, measured), so the PCM is cut at 1024-sample frame boundaries into
+chunks of about 30 s, encoded two at a time, each with 4 frames of overlap for context. The
+raw ADTS packets are spliced at the boundaries - the decoder overlap-adds one packet from each
+side, which measured no worse than any other frame - and muxed into m4a with the priming
+shifted before zero and the last packet shortened, so the mp4 edit list makes every decoder
+output exactly ``len(pcm)`` samples.
+
+The cut points depend only on the length (never on the CPU count): same pcm, same bytes. A
+chunk's packets depend only on the samples it reads, so with a :class:`PacketCache` a chunk
+whose samples did not change since an earlier encode is not encoded again: after a one-line
+edit only the chunk around that line is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from pipeline.errors import MediaError
-from pipeline.media.ffmpeg import THREADS, media_url, run_ffmpeg
+from pipeline.media.ffmpeg import THREADS, build_id, media_url, run_ffmpeg
 from pipeline.media.files import atomic_output
 from pipeline.media.pcm import CHANNELS, SAMPLE_RATE
 
@@ -34,18 +41,29 @@ AAC_ENCODE_ARGS: tuple[str, ...] = (
 
 _FRAME = 1024  # AAC-LC samples per packet; also the encoder's priming delay
 _OVERLAP = 4 * _FRAME
-_MIN_SPLIT = 10 * SAMPLE_RATE  # below this a single encode is fast enough
+#: Chunk length: 1408 frames, about 30 s. Short enough that an edit re-encodes little, long
+#: enough that the overlap and the process start-up stay a few per cent of the work.
+_CHUNK = 1408 * _FRAME
+
+
+class PacketCache(Protocol):
+    """Where encoded chunks are kept between encodes, keyed by what determines their bytes."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
 
 
 def _chunks(total: int) -> list[tuple[int, int]]:
     """Return [start, end) sample ranges whose inner boundaries are multiples of a frame."""
-    parts = THREADS if total >= _MIN_SPLIT else 1
-    cuts = [total * index // parts // _FRAME * _FRAME for index in range(parts)]
+    cuts = list(range(0, total, _CHUNK)) or [0]
+    if len(cuts) > 1 and total - cuts[-1] < _CHUNK // 4:
+        cuts.pop()  # fold a short tail into the chunk before it
     return list(zip(cuts, [*cuts[1:], total], strict=True))
 
 
-def _encode_adts(pcm_file: Path, adts_file: Path, purpose: str) -> list[bytes]:
-    """Encode raw f32le ``pcm_file`` to ADTS and return its packets (each frame carries its length).
+def _encode_adts(pcm_file: Path, adts_file: Path, purpose: str) -> bytes:
+    """Encode raw f32le ``pcm_file`` to ADTS.
 
     Files rather than pipes: feeding 100+ MB through ``communicate`` costs two Python threads
     tens of thousands of 4 KB writes, a measurable share of the whole encode.
@@ -55,7 +73,11 @@ def _encode_adts(pcm_file: Path, adts_file: Path, purpose: str) -> list[bytes]:
          *AAC_ENCODE_ARGS, "-f", "adts", media_url(adts_file)],
         purpose,
     )  # fmt: skip
-    data = adts_file.read_bytes()
+    return adts_file.read_bytes()
+
+
+def _packets(data: bytes, purpose: str) -> list[bytes]:
+    """Split an ADTS stream into its packets (each frame header carries its length)."""
     packets, offset = [], 0
     while offset < len(data):
         header = data[offset : offset + 7]
@@ -69,7 +91,14 @@ def _encode_adts(pcm_file: Path, adts_file: Path, purpose: str) -> list[bytes]:
     return packets
 
 
-def encode_aac(pcm: np.ndarray, out_path: Path) -> None:
+def _chunk_key(samples: np.ndarray) -> str:
+    sha = hashlib.sha256()
+    sha.update(" ".join((build_id(), *AAC_ENCODE_ARGS)).encode())
+    sha.update(samples.tobytes())
+    return sha.hexdigest()
+
+
+def encode_aac(pcm: np.ndarray, out_path: Path, cache: PacketCache | None = None) -> None:
     """Encode (samples, 2) float32 ``pcm`` to AAC-LC 160 kb/s in an m4a, atomically.
 
     Decoding the file, or an mp4 it is stream-copied into, yields exactly ``len(pcm)`` samples.
@@ -83,24 +112,34 @@ def encode_aac(pcm: np.ndarray, out_path: Path) -> None:
     # Packet k decodes to samples [(k-1)*1024, k*1024): packet 0 is the encoder's priming.
     packet_count = -(-total // _FRAME) + 1
     with tempfile.TemporaryDirectory(prefix="cinefleet-aac-") as tmp:
-        jobs, wanted = [], []
+        streams: list[bytes | None] = []
+        jobs, wanted, keys = [], [], []
         for number, (start, end) in enumerate(chunks):
             first = max(0, start - _OVERLAP)  # a frame multiple, so packets stay aligned
             last = total if end == total else min(total, end + _OVERLAP)
-            pcm_file = Path(tmp) / f"part{number}.f32"
-            np.ascontiguousarray(pcm[first:last], dtype="<f4").tofile(pcm_file)
+            samples = np.ascontiguousarray(pcm[first:last], dtype="<f4")
             purpose = f"encode audio part {number + 1}/{len(chunks)} for {out_path.name}"
-            jobs.append((pcm_file, Path(tmp) / f"part{number}.aac", purpose))
+            keys.append(_chunk_key(samples))
+            streams.append(cache.get(keys[-1]) if cache is not None else None)
+            if streams[-1] is None:
+                pcm_file = Path(tmp) / f"part{number}.f32"
+                samples.tofile(pcm_file)
+                jobs.append((number, pcm_file, Path(tmp) / f"part{number}.aac", purpose))
             wanted_from = 0 if start == 0 else start // _FRAME + 1
             wanted_to = packet_count if end == total else end // _FRAME + 1
-            wanted.append((wanted_from - first // _FRAME, wanted_to - first // _FRAME))
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            encoded = list(pool.map(lambda job: _encode_adts(*job), jobs))
+            wanted.append((wanted_from - first // _FRAME, wanted_to - first // _FRAME, purpose))
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            encoded = list(pool.map(lambda job: _encode_adts(*job[1:]), jobs))
+        for (number, *_), data in zip(jobs, encoded, strict=True):
+            streams[number] = data
+            if cache is not None:
+                cache.put(keys[number], data)
         packets: list[bytes] = []
-        for index, ((low, high), stream) in enumerate(zip(wanted, encoded, strict=True)):
+        for index, ((low, high, purpose), data) in enumerate(zip(wanted, streams, strict=True)):
+            stream = _packets(data, purpose)  # type: ignore[arg-type]
             # The last part must end exactly where the arithmetic says, or the timing below is off.
-            if len(stream) < high or (index == len(jobs) - 1 and len(stream) != high):
-                raise MediaError(f"{jobs[index][2]}: encoder gave {len(stream)} packets, expected {high}")
+            if len(stream) < high or (index == len(chunks) - 1 and len(stream) != high):
+                raise MediaError(f"{purpose}: encoder gave {len(stream)} packets, expected {high}")
             packets += stream[low:high]
         joined = Path(tmp) / "joined.aac"
         joined.write_bytes(b"".join(packets))

@@ -17,6 +17,10 @@ import scipy.signal
 
 from pipeline.media.pcm import SAMPLE_RATE
 
+#: Gains are snapped to this grid, so a small edit elsewhere in an episode usually leaves the
+#: gain, and with it every untouched stretch of audio, byte-identical: their encoded chunks
+#: are then reused. Snapping costs at most 0.025 LU of accuracy.
+GAIN_STEP_DB = 0.05
 _LIMITER_WINDOW = SAMPLE_RATE // 200  # 5 ms: look-ahead and attack of the peak limiter
 
 
@@ -132,20 +136,21 @@ def normalise_loudness(
     previous: tuple[float, float] | None = None
     out = np.empty(pcm.shape, dtype=np.float32)  # reused: fresh 200 MB buffers cost page faults
     for _ in range(4):
-        np.multiply(pcm, np.float32(10 ** (gain_db / 20)), out=out)
+        applied = round(gain_db / GAIN_STEP_DB) * GAIN_STEP_DB
+        np.multiply(pcm, np.float32(10 ** (applied / 20)), out=out)
         _limit_in_place(out, ceiling)
         output = integrated_loudness(out)
         if abs(output - target_lufs) <= 0.1:
             break
-        if previous is not None and gain_db != previous[0]:
+        if previous is not None and applied != previous[0]:
             # Limiting makes loudness grow slower than gain: step along the measured slope.
-            slope = min(1.0, max(0.1, (output - previous[1]) / (gain_db - previous[0])))
-        previous = (gain_db, output)
-        gain_db += (target_lufs - output) / slope
+            slope = min(1.0, max(0.1, (output - previous[1]) / (applied - previous[0])))
+        previous = (applied, output)
+        gain_db = applied + (target_lufs - output) / slope
     peak = float(_peak(out).max())
     report = {
         "measured_lufs": round(measured, 2),
-        "gain_db": round(gain_db, 2),
+        "gain_db": round(applied, 2),
         "output_lufs": round(output, 2),
         "peak_db": round(20 * math.log10(peak), 2),
     }

@@ -12,7 +12,7 @@ import pyloudnorm
 import pytest
 
 from pipeline.errors import InputError, MediaError
-from pipeline.media import audio, probe, voice
+from pipeline.media import aac, audio, probe, voice
 from tests.pipeline.conftest import require_espeak
 from tests.pipeline.media.conftest import sha256
 
@@ -102,9 +102,9 @@ def test_normalise_leaves_silence_alone() -> None:
     assert report == {"measured_lufs": None, "gain_db": 0.0, "output_lufs": None, "peak_db": None}
 
 
-@pytest.mark.parametrize("samples", [1, 1024 * 50, 2000 * 48, RATE * 12 + 777])
+@pytest.mark.parametrize("samples", [1, 1024 * 50, 2000 * 48, RATE * 12 + 777, RATE * 65 + 777])
 def test_encode_aac_decodes_to_exactly_the_input_length(samples: int, tmp_path: Path) -> None:
-    """Short files take one encode; from 10 s the halves are encoded in parallel and spliced."""
+    """Up to ~37 s take one encode; longer audio is cut into ~30 s chunks that are spliced."""
     pcm = np.repeat(_tone(samples / RATE, 440, 0.3)[:, None], 2, axis=1)[:samples]
     audio.encode_aac(pcm, tmp_path / "a.m4a")
     decoded = probe.decode_audio(tmp_path / "a.m4a")
@@ -113,8 +113,37 @@ def test_encode_aac_decodes_to_exactly_the_input_length(samples: int, tmp_path: 
         # Aligned (no priming offset) and clean across the splice.
         error = decoded - pcm
         assert 10 * math.log10(np.sum(pcm**2) / np.sum(error**2)) > 25
-        middle = samples // 2 // 1024 * 1024
-        assert np.abs(error[middle - 2048 : middle + 2048]).max() < 0.05
+        splice = min(aac._CHUNK, samples // 2 // 1024 * 1024)
+        assert np.abs(error[splice - 2048 : splice + 2048]).max() < 0.05
+
+
+class DictCache:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.puts = 0
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.puts += 1
+        self.data[key] = data
+
+
+def test_encode_aac_reuses_unchanged_chunks(tmp_path: Path) -> None:
+    pcm = audio.music_bed(RATE * 95, "tense", seed=4)
+    cache = DictCache()
+    audio.encode_aac(pcm, tmp_path / "cold.m4a", cache=cache)
+    assert cache.puts == 3, "95 s is three chunks of about 30 s"
+    audio.encode_aac(pcm, tmp_path / "warm.m4a", cache=cache)
+    assert cache.puts == 3 and sha256(tmp_path / "warm.m4a") == sha256(tmp_path / "cold.m4a")
+
+    edited = pcm.copy()
+    edited[RATE * 45 : RATE * 46] *= 0.5  # inside the second chunk only
+    audio.encode_aac(edited, tmp_path / "edited.m4a", cache=cache)
+    assert cache.puts == 4, "only the chunk holding the edit is encoded again"
+    audio.encode_aac(edited, tmp_path / "uncached.m4a")
+    assert sha256(tmp_path / "edited.m4a") == sha256(tmp_path / "uncached.m4a"), "a cache never changes bytes"
 
 
 def test_encode_aac_is_deterministic(tmp_path: Path) -> None:
