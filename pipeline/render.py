@@ -105,10 +105,7 @@ class _ChunkCache:
         return None if found is None else self.ws.store.read_bytes(self.ws.tenant_id, found)
 
     def put(self, key: str, data: bytes) -> None:
-        found = self.ws.store.put_bytes(self.ws.tenant_id, data)
-        self.ws.registry.record_artifact(tenant_id=self.ws.tenant_id, site_id=self.ws.site_id, digest=found,
-                                         kind="AacChunk", size=len(data), params={"key": key})
-        self.ws.remember(self.STAGE, key, found)
+        self.ws.remember(self.STAGE, key, self.ws.put_bytes(data, "AacChunk", parents=[], params={"key": key}))
 
 
 class _Run:
@@ -122,6 +119,7 @@ class _Run:
         self.started = time.perf_counter()
         self.shots_rendered = 0
         self.shots_reused = 0
+        self.project_hash = ""
         self.voice_engine = f"espeak-ng {audio.espeak_version()}" if audio.espeak_available() else "none"
 
     @contextmanager
@@ -148,7 +146,7 @@ class _Run:
         try:
             with self.stage("canon") as facts:
                 canon, outcomes = apply_diffs(self.loaded.canon, project.canon_diffs)
-                project_hash = ws.put_document(project, parents=[])
+                project_hash = self.project_hash = ws.put_document(project, parents=[])
                 canon_hash = ws.put_document(canon, parents=[project_hash])
                 facts["output"] = canon_hash
                 facts["detail"] = ", ".join(f"{o.diff_id}:{o.outcome}" for o in outcomes)
@@ -202,9 +200,7 @@ class _Run:
             facts["detail"] = f"{self.shots_rendered} shots rendered, {self.shots_reused} reused"
         with self.stage("captions") as facts:
             srt = to_srt(episode_cues(shotlist), shotlist.fps).encode("utf-8")
-            captions_hash = ws.store.put_bytes(ws.tenant_id, srt)
-            ws.registry.record_artifact(tenant_id=ws.tenant_id, site_id=ws.site_id, digest=captions_hash,
-                                        kind="Captions", size=len(srt), parents=[shotlist_hash])
+            captions_hash = ws.put_bytes(srt, "Captions", parents=[shotlist_hash])
             facts["output"] = captions_hash
         with self.stage("assemble") as facts:
             episode_hash, gates = self._assemble_and_check(
@@ -212,7 +208,7 @@ class _Run:
             )
             facts["output"] = episode_hash
         lineage = {
-            "Project": digest(project), "Canon": canon_hash, "Script": script_hash, "ShotList": shotlist_hash,
+            "Project": self.project_hash, "Canon": canon_hash, "Script": script_hash, "ShotList": shotlist_hash,
             "AssetManifest": manifest_hash, "RenderPlan": plan_hash,
         }
         output = self._output(profile, plan, shotlist, manifest, lineage, episode_hash, captions_hash, audio_hash,

@@ -48,20 +48,30 @@ class Workspace:
     def has(self, digest_: str) -> bool:
         return self.store.has(self.tenant_id, digest_)
 
-    def put_document(self, document: Versioned, parents: list[str], params: dict[str, Any] | None = None) -> str:
-        data = model_bytes(document)
+    def put_bytes(
+        self,
+        data: bytes,
+        kind: str,
+        parents: list[str],
+        params: dict[str, Any] | None = None,
+        schema_version: str | None = None,
+    ) -> str:
         found = self.store.put_bytes(self.tenant_id, data)
         self.registry.record_artifact(
             tenant_id=self.tenant_id,
             site_id=self.site_id,
             digest=found,
-            kind=type(document).__name__,
+            kind=kind,
             size=len(data),
-            schema_version=document.schema_version,
+            schema_version=schema_version,
             parents=parents,
             params=params,
         )
         return found
+
+    def put_document(self, document: Versioned, parents: list[str], params: dict[str, Any] | None = None) -> str:
+        return self.put_bytes(model_bytes(document), type(document).__name__, parents, params,
+                              schema_version=document.schema_version)
 
     def load_document(self, digest_: str, cls: type[V]) -> V:
         return cls.model_validate_json(self.store.read_bytes(self.tenant_id, digest_))

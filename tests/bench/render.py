@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from PIL import Image, ImageDraw
-from pipeline.media.ffmpeg import VIDEO_ENCODE_ARGS, run_ffmpeg
 
+from pipeline.media.ffmpeg import VIDEO_ENCODE_ARGS, run_ffmpeg
 from pipeline.render import RenderRequest, render
 
 LOCATIONS = ("quay", "market", "lighthouse", "cliffs")
