@@ -11,6 +11,13 @@ from typing import Any
 
 import pytest
 
+from pipeline.canonical import digest
+from pipeline.documents import load_project
+from pipeline.models import ShotList
+from pipeline.stages.canon_gate import apply_diffs
+from pipeline.stages.script import generate_script
+from pipeline.stages.shotlist import plan_shots
+
 ROOT = Path(__file__).resolve().parents[2]
 PILOT = ROOT / "examples" / "pilot"
 
@@ -24,6 +31,25 @@ def require_espeak() -> None:
         if os.environ.get("CI"):
             pytest.fail("espeak-ng is not installed; scripts/setup installs it")
         pytest.skip("espeak-ng is not installed")
+
+
+def pilot_shotlist(
+    project_path: Path = PILOT / "project.json", edit: tuple[int, int, str] | None = None, fps: int = 24
+) -> ShotList:
+    """The pilot's shot list, optionally with one dialogue line edited (beat, line, new text)."""
+    loaded = load_project(project_path)
+    project = loaded.project
+    if edit is not None:
+        beat_index, line_index, text = edit
+        beat = project.beats[beat_index]
+        lines = list(beat.dialogue)
+        lines[line_index] = lines[line_index].model_copy(update={"text": text})
+        beats = list(project.beats)
+        beats[beat_index] = beat.model_copy(update={"dialogue": tuple(lines)})
+        project = project.model_copy(update={"beats": tuple(beats)})
+    canon, _ = apply_diffs(loaded.canon, project.canon_diffs)
+    script = generate_script(project, canon)
+    return plan_shots(script, canon, fps, digest(script))
 
 
 @pytest.fixture

@@ -92,14 +92,10 @@ def test_missing_asset_becomes_a_flagged_placeholder(golden: dict[str, Any]) -> 
 
 
 def test_unknown_licence_is_rejected_never_used(make_project: Callable[..., Path], tmp_path: Path) -> None:
-    library = tmp_path / "library"
-    shutil.copytree(PILOT / "assets", library)
-    index = json.loads((library / "library.json").read_text())
-    for asset in index["assets"]:
-        if asset["id"] == "char_mara":
-            asset["license"] = None
-    (library / "library.json").write_text(json.dumps(index))
-    project = make_project(library=library)
+    def unknown(assets: list[dict[str, Any]]) -> None:
+        next(a for a in assets if a["id"] == "char_mara")["license"] = None
+
+    project = make_project(library=_library_copy(tmp_path, unknown))
     _render(project, tmp_path / "out", tmp_path / "store")
     manifest = AssetManifest.model_validate_json((tmp_path / "out" / "AssetManifest.json").read_text())
     mara = next(a for a in manifest.assets if a.asset_id == "char_mara")
@@ -187,3 +183,46 @@ def test_no_voice_mode_still_captions(make_project: Callable[..., Path], tmp_pat
     plan = json.loads((out / "RenderPlan.json").read_text())
     assert plan["audio"]["voice_engine"] == "none"
     assert (out / "captions.srt").read_text().count("-->") >= 5
+
+
+def _library_copy(tmp_path: Path, change: Callable[[list[dict[str, Any]]], None]) -> Path:
+    library = tmp_path / "library"
+    shutil.copytree(PILOT / "assets", library)
+    index = json.loads((library / "library.json").read_text())
+    change(index["assets"])
+    (library / "library.json").write_text(json.dumps(index))
+    return library
+
+
+def test_asset_gone_from_the_library_comes_from_the_cache(golden: dict[str, Any], tmp_path: Path) -> None:
+    library = _library_copy(tmp_path, lambda assets: assets.remove(next(a for a in assets if a["id"] == "char_mara")))
+    data = json.loads(golden["project"].read_text())
+    data["assets"] = {"library": str(library)}
+    project = tmp_path / "project.json"
+    project.write_text(json.dumps(data))
+    store = tmp_path / "store"
+    shutil.copytree(golden["store"], store)
+    summary = _render(project, tmp_path / "out", store)
+    manifest = AssetManifest.model_validate_json((tmp_path / "out" / "AssetManifest.json").read_text())
+    mara = next(a for a in manifest.assets if a.asset_id == "char_mara").resolved
+    assert (mara.source, mara.placeholder, mara.flags) == ("cache", False, ("library:missing",))
+    assert summary.shots_rendered == 0, "the cached image is the same image: every shot is reused"
+    assert file_sha256(tmp_path / "out" / "episode.mp4") == golden["hashes"]["episode.mp4"]
+
+
+def test_incomplete_licence_metadata_blocks_publishing(golden: dict[str, Any], tmp_path: Path) -> None:
+    def cc_by_without_attribution(assets: list[dict[str, Any]]) -> None:
+        for asset in assets:
+            if asset["id"] == "bg_lighthouse":
+                asset["license"]["license_type"] = "CC-BY"
+                asset["license"]["attribution"] = ""
+
+    data = json.loads(golden["project"].read_text())
+    data["assets"] = {"library": str(_library_copy(tmp_path, cc_by_without_attribution))}
+    project = tmp_path / "project.json"
+    project.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    result = _cli("render", project, "--out", out, "--store", golden["store"])
+    assert result.returncode == 3, result.stderr
+    assert "rights" in result.stderr and "bg_lighthouse is CC-BY without an attribution" in result.stderr
+    assert not (out / "episode.mp4").exists()

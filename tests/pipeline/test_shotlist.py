@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from pipeline.canonical import digest, model_bytes
-from pipeline.documents import load_project
-from pipeline.models import ShotList
-from pipeline.stages.canon_gate import apply_diffs
+from pipeline.canonical import model_bytes
 from pipeline.stages.captions import episode_cues, parse_srt, shot_starts, to_srt
-from pipeline.stages.script import generate_script
-from pipeline.stages.shotlist import plan_shots
-
-PILOT = Path(__file__).resolve().parents[2] / "examples" / "pilot" / "project.json"
-
-
-def _shotlist(project_path: Path = PILOT, edit: tuple[int, int, str] | None = None, fps: int = 24) -> ShotList:
-    loaded = load_project(project_path)
-    project = loaded.project
-    if edit is not None:
-        beat_index, line_index, text = edit
-        beat = project.beats[beat_index]
-        lines = list(beat.dialogue)
-        lines[line_index] = lines[line_index].model_copy(update={"text": text})
-        beats = list(project.beats)
-        beats[beat_index] = beat.model_copy(update={"dialogue": tuple(lines)})
-        project = project.model_copy(update={"beats": tuple(beats)})
-    canon, _ = apply_diffs(loaded.canon, project.canon_diffs)
-    script = generate_script(project, canon)
-    return plan_shots(script, canon, fps, digest(script))
+from tests.pipeline.conftest import pilot_shotlist
 
 
 def test_pilot_has_six_to_twelve_shots_with_integer_frames() -> None:
-    shotlist = _shotlist()
+    shotlist = pilot_shotlist()
     assert 6 <= len(shotlist.shots) <= 12
     assert all(isinstance(shot.frames, int) and shot.frames > 0 for shot in shotlist.shots)
     assert shotlist.total_frames == sum(shot.frames for shot in shotlist.shots)
@@ -43,24 +19,24 @@ def test_pilot_has_six_to_twelve_shots_with_integer_frames() -> None:
 
 
 def test_timing_lock_is_stable_across_reruns() -> None:
-    first, second = _shotlist(), _shotlist()
+    first, second = pilot_shotlist(), pilot_shotlist()
     assert model_bytes(first) == model_bytes(second)
     assert first.timing_lock_hash == second.timing_lock_hash
 
 
 def test_timing_lock_moves_with_timing_only() -> None:
-    base = _shotlist()
-    longer = _shotlist(edit=(0, 0, "The light holds until every single boat in the whole fleet is home tonight."))
+    base = pilot_shotlist()
+    longer = pilot_shotlist(edit=(0, 0, "The light holds until every single boat in the whole fleet is home tonight."))
     assert longer.timing_lock_hash != base.timing_lock_hash
     changed = [a.shot_id for a, b in zip(base.shots, longer.shots, strict=True) if a != b]
     assert changed == ["gull-point-l1"], "only the edited line's shot changes"
-    same_length = _shotlist(edit=(0, 0, "The lamp holds until every ship is home."))
+    same_length = pilot_shotlist(edit=(0, 0, "The lamp holds until every ship is home."))
     assert same_length.timing_lock_hash == base.timing_lock_hash, "same word count, same timing"
 
 
 @pytest.mark.parametrize("fps", [24, 25, 30])
 def test_captions_round_trip_through_srt(fps: int) -> None:
-    shotlist = _shotlist(fps=fps)
+    shotlist = pilot_shotlist(fps=fps)
     cues = episode_cues(shotlist)
     parsed = parse_srt(to_srt(cues, fps))
     assert [(c.start_frame * 1000 // fps, c.end_frame * 1000 // fps, c.text) for c in cues] == parsed
