@@ -81,6 +81,9 @@ def render(request: RenderRequest, progress: Progress | None = None) -> RenderRe
     profile = check_profile(request.profile)
     if request.workers < 1:
         raise InputError(f"--workers: value {request.workers}: expected an integer ≥ 1")
+    for option, folder in (("--out", request.out), ("--store", request.store)):
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{option}: value {str(folder)!r}: expected a folder, found a file")
     loaded = load_project(request.project)
     settings = loaded.project.render_profiles.get(profile, ProfileSettings())
     library = open_library(loaded.library, "assets.library", loaded.path)

@@ -50,6 +50,16 @@ def test_bad_options_exit_2(args: list[str], fragment: str, tmp_path: Path) -> N
     assert not out.exists() and not store.exists()
 
 
+@pytest.mark.parametrize("option", ["--out", "--store"])
+def test_a_file_where_a_folder_belongs_exits_2(option: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    folders = {"--out": tmp_path / "out", "--store": tmp_path / "store"} | {option: blocker}
+    result = cinefleet("render", PILOT, "--out", folders["--out"], "--store", folders["--store"])
+    assert result.returncode == 2 and f"{option}: value" in result.stderr and "expected a folder" in result.stderr
+    assert blocker.read_text() == "x" and not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
+
+
 def test_missing_project_file_exits_2(tmp_path: Path) -> None:
     result = cinefleet("render", tmp_path / "nope.json", "--out", tmp_path / "out", "--store", tmp_path / "s")
     assert result.returncode == 2 and "nope.json: no such file" in result.stderr
