@@ -394,7 +394,8 @@ class _Run:
             if failed:
                 raise GateBlocked(failed[0].gate, failed[0].rule, failed[0].facts)
             if found is None:
-                found = ws.put_file(candidate, "Episode", parents=[*clips, audio_hash], params={"key": key})
+                found = ws.put_file(candidate, "Episode", parents=[*clips, audio_hash], params={"key": key},
+                                    owned=True)
                 ws.remember("episode", key, found)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -82,21 +82,29 @@ class ArtifactStore:
             atomic_write(target, data)
         return digest
 
-    def put_file(self, tenant_id: str, source: Path) -> str:
-        """Store a finished file (moved in when it is on the same filesystem, else copied)."""
+    def put_file(self, tenant_id: str, source: Path, *, owned: bool = False) -> str:
+        """Store a finished file.
+
+        An ``owned`` file (one the pipeline made in :meth:`scratch` and will not touch again) is
+        hard-linked in, which costs nothing for a large clip. Anything else is copied: linking a
+        file someone else may rewrite in place would let them change a stored artifact.
+        """
         digest = file_sha256(source)
         target = self.path(tenant_id, digest)
         if target.is_file():
             return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with source.open("rb") as handle:
-                os.fsync(handle.fileno())
-            os.link(source, target)
-        except FileExistsError:
-            pass
-        except OSError:
-            atomic_copy(source, target)
+        if owned:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with source.open("rb") as handle:
+                    os.fsync(handle.fileno())
+                os.link(source, target)
+                return digest
+            except FileExistsError:
+                return digest
+            except OSError:
+                pass  # another filesystem: fall back to a copy
+        atomic_copy(source, target)
         return digest
 
     def read_bytes(self, tenant_id: str, digest: str) -> bytes:

@@ -83,8 +83,9 @@ class Workspace:
         parents: list[str],
         params: dict[str, Any] | None = None,
         license: dict[str, Any] | None = None,
+        owned: bool = False,
     ) -> str:
-        found = self.store.put_file(self.tenant_id, source)
+        found = self.store.put_file(self.tenant_id, source, owned=owned)
         self.registry.record_artifact(
             tenant_id=self.tenant_id,
             site_id=self.site_id,
@@ -136,7 +137,7 @@ class Workspace:
         try:
             target = scratch / f"output{suffix}"
             make(target)
-            made = self.put_file(target, kind, parents, params={"stage": stage, "key": key})
+            made = self.put_file(target, kind, parents, params={"stage": stage, "key": key}, owned=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         self.remember(stage, key, made)

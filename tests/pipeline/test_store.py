@@ -22,14 +22,24 @@ def test_put_bytes_is_content_addressed(tmp_path: Path) -> None:
     assert not store.has("t2", found), "tenants do not share blobs"
 
 
-def test_put_file_links_and_never_overwrites(tmp_path: Path) -> None:
+def test_put_file_links_owned_files_and_never_overwrites(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path / "store")
-    source = tmp_path / "clip.bin"
+    source = store.scratch() / "clip.bin"
     source.write_bytes(b"x" * 1000)
-    first = store.put_file("t", source)
+    first = store.put_file("t", source, owned=True)
     inode = store.path("t", first).stat().st_ino
-    assert store.put_file("t", source) == first
+    assert inode == source.stat().st_ino, "an owned file is linked, not copied"
+    assert store.put_file("t", source, owned=True) == first
     assert store.path("t", first).stat().st_ino == inode
+
+
+def test_put_file_copies_files_it_does_not_own(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "store")
+    library_image = tmp_path / "picture.png"
+    library_image.write_bytes(b"original")
+    found = store.put_file("t", library_image)
+    library_image.write_bytes(b"rewritten in place")
+    assert store.read_bytes("t", found) == b"original", "editing a library file never changes the store"
 
 
 def test_atomic_write_leaves_no_temp_on_failure(tmp_path: Path) -> None:
