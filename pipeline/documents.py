@@ -108,8 +108,12 @@ def kind_for(path: Path) -> str | None:
     stem = path.stem
     if stem in DOCUMENTS:
         return stem
-    # "project-external-canon.json" is a project too: the first word names the kind.
-    return STEM_ALIASES.get(stem.lower().replace("-", "_").split("_")[0]) or STEM_ALIASES.get(stem.lower())
+    # "project-external-canon.json" is a project too: the first word names the kind, unless the
+    # whole name is a kind ("canon_diff.json" is a CanonDiff, not a Canon).
+    words = stem.lower().replace("-", "_")
+    by_class = {name.lower(): name for name in DOCUMENTS}
+    joined = words.replace("_", "")
+    return by_class.get(joined) or STEM_ALIASES.get(words) or STEM_ALIASES.get(words.split("_")[0])
 
 
 def load_any(path: Path, kind: str | None = None) -> Versioned:

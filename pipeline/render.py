@@ -8,12 +8,13 @@ to the output folder until every gate has passed.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,10 @@ import numpy as np
 
 from pipeline.canonical import digest
 from pipeline.documents import LoadedProject, load_project
-from pipeline.errors import GateBlocked, InputError, PipelineError
+from pipeline.errors import GateBlocked, InputError, MediaError, PipelineError
 from pipeline.media import audio, probe, shots, stills
 from pipeline.media.assemble import assemble_episode
-from pipeline.media.ffmpeg import build_id
+from pipeline.media.ffmpeg import VIDEO_ENCODE_ARGS, build_id
 from pipeline.models import AssetManifest, Canon, RenderOutput, RenderPlan, RunSummary, Script, ShotList
 from pipeline.models.assets import License, VoiceLine
 from pipeline.models.project import ProfileSettings
@@ -37,7 +38,7 @@ from pipeline.stages.canon_gate import apply_diffs, check_script
 from pipeline.stages.captions import episode_cues, shot_cues, shot_starts, to_srt
 from pipeline.stages.qa import EpisodeFacts, VoiceSpan, run_gates
 from pipeline.stages.render_plan import build_plan, check_profile
-from pipeline.stages.script import generate_script
+from pipeline.stages.script import TEMPLATE_GENERATOR, generate_script
 from pipeline.stages.shotlist import plan_shots
 from pipeline.store import atomic_copy, atomic_write, digest_of_uri, file_sha256, uri_for
 from pipeline.workspace import Workspace
@@ -82,8 +83,7 @@ def render(request: RenderRequest, progress: Progress | None = None) -> RenderRe
     if request.workers < 1:
         raise InputError(f"--workers: value {request.workers}: expected an integer ≥ 1")
     for option, folder in (("--out", request.out), ("--store", request.store)):
-        if folder.exists() and not folder.is_dir():
-            raise InputError(f"{option}: value {str(folder)!r}: expected a folder, found a file")
+        _check_folder(option, Path(folder))
     loaded = load_project(request.project)
     settings = loaded.project.render_profiles.get(profile, ProfileSettings())
     library = open_library(loaded.library, "assets.library", loaded.path)
@@ -93,6 +93,18 @@ def render(request: RenderRequest, progress: Progress | None = None) -> RenderRe
         return run.execute(profile, settings, library)
     finally:
         workspace.close()
+
+
+def _check_folder(option: str, folder: Path) -> None:
+    """Refuse now a folder that could not be created or written, rather than after the render."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == folder else f" ({existing} is a file)"
+        raise InputError(f"{option}: value {str(folder)!r}: expected a folder, found a file{where}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option}: value {str(folder)!r}: expected a folder you can write to ({existing} is not)")
 
 
 class _ChunkCache:
@@ -123,11 +135,13 @@ class _Run:
         self.shots_rendered = 0
         self.shots_reused = 0
         self.project_hash = ""
+        self.current_stage = ""
         self.voice_engine = f"espeak-ng {audio.espeak_version()}" if audio.espeak_available() else "none"
 
-    @contextmanager
+    @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[dict[str, object]]:
         """Time a stage and report it; the body fills in ``output`` and cache facts."""
+        self.current_stage = name
         began = time.perf_counter()
         hits_before = sum(self.ws.hits.values())
         misses_before = sum(self.ws.misses.values())
@@ -156,7 +170,8 @@ class _Run:
             with self.stage("script") as facts:
                 script_hash, script, _ = ws.derive_document(
                     "script",
-                    {"v": STAGE_VERSIONS["script"], "project": project_hash, "canon": canon_hash},
+                    {"v": STAGE_VERSIONS["script"], "generator": TEMPLATE_GENERATOR, "project": project_hash,
+                     "canon": canon_hash},
                     lambda: generate_script(project, canon),
                     Script,
                     parents=[project_hash, canon_hash],
@@ -168,6 +183,9 @@ class _Run:
             return self._render_media(profile, settings, library, canon, canon_hash, script, script_hash)
         except GateBlocked as blocked:
             return self._blocked(blocked)
+        except PipelineError as error:
+            self._failed(error)
+            raise
 
     def _render_media(
         self, profile: Profile, settings: ProfileSettings, library: Library, canon: Canon, canon_hash: str,
@@ -260,15 +278,21 @@ class _Run:
             }
             clip_of: dict[str, str] = {}
             began = time.perf_counter()
-            for done, future in enumerate(as_completed(futures), start=1):
-                shot_id = futures[future]
-                clip_of[shot_id], cached = future.result()
-                if cached:
-                    self.shots_reused += 1
-                else:
-                    self.shots_rendered += 1
-                self.progress.shot(done, len(futures), shot_id, time.perf_counter() - began, cached)
-            audio_hash, voice_spans = audio_future.result()
+            try:
+                for done, future in enumerate(as_completed(futures), start=1):
+                    shot_id = futures[future]
+                    clip_of[shot_id], cached = future.result()
+                    if cached:
+                        self.shots_reused += 1
+                    else:
+                        self.shots_rendered += 1
+                    self.progress.shot(done, len(futures), shot_id, time.perf_counter() - began, cached)
+                audio_hash, voice_spans = audio_future.result()
+            except BaseException:
+                # Without this, leaving the pool waits for every queued shot: a failed shot or a
+                # Ctrl-C would only be reported once the whole episode had been rendered.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
         return [clip_of[shot.shot_id] for shot in plan.shots], audio_hash, voice_spans
 
     def _shot(self, planned: PlannedShot, shot: Shot, plan: RenderPlan) -> tuple[str, bool]:
@@ -287,6 +311,7 @@ class _Run:
             "font": FONT_SHA256,
             "fade": [planned.fade_in, planned.fade_out],
             "ffmpeg": plan.ffmpeg_build,
+            "encoder": list(VIDEO_ENCODE_ARGS),
         }
 
         def make(target: Path) -> None:
@@ -474,6 +499,15 @@ class _Run:
         summary = self._summary("blocked", errors=(error,))
         self._publish({}, summary)
         return RenderResult(summary=summary, output=None, blocked=blocked)
+
+    def _failed(self, error: PipelineError) -> None:
+        """Record why the run failed and withdraw an earlier run's outputs, as a blocked run does."""
+        kind = "input" if isinstance(error, InputError) else "media" if isinstance(error, MediaError) else "pipeline"
+        stage = self.current_stage or "setup"
+        failure = RunError(code=f"{kind}.{stage}", message=str(error), stage=stage,
+                           recoverable=isinstance(error, MediaError))
+        with contextlib.suppress(OSError):  # the run's own error is the one to report
+            self._publish({}, self._summary("failed", errors=(failure,)))
 
     def _publish(self, files: dict[str, Path], summary: RunSummary) -> None:
         """Replace the output folder's published files; stale ones from an earlier run go."""

@@ -7,11 +7,14 @@ renamed, so a crash leaves either the whole artifact or nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 URI_PREFIX = "cas://sha256/"
 
@@ -34,33 +37,39 @@ def file_sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
-def atomic_write(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` so that readers see all of it or none of it."""
+#: The process umask, read once at import (reading it means setting it, which is not thread-safe
+#: later). Temporary files are created 0600; finished files get the mode ``open()`` would give.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
+
+@contextlib.contextmanager
+def _atomic(target: Path) -> Iterator[BinaryIO]:
+    """Yield a handle on a temp file beside ``target``; fsync and rename it into place on success."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
+            os.fchmod(handle.fileno(), FILE_MODE)
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` so that readers see all of it or none of it."""
+    with _atomic(target) as handle:
+        handle.write(data)
 
 
 def atomic_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle, source.open("rb") as src:
-            shutil.copyfileobj(src, handle, 1 << 20)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic(target) as handle, source.open("rb") as src:
+        shutil.copyfileobj(src, handle, 1 << 20)
 
 
 class ArtifactStore:
@@ -97,6 +106,7 @@ class ArtifactStore:
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with source.open("rb") as handle:
+                    os.fchmod(handle.fileno(), FILE_MODE)  # tools write 0600 temp files
                     os.fsync(handle.fileno())
                 os.link(source, target)
                 return digest

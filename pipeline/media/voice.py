@@ -20,6 +20,7 @@ from pipeline.errors import InputError, MediaError
 from pipeline.media.ffmpeg import stderr_tail
 from pipeline.media.loudness import integrated_loudness, peak_limit
 from pipeline.media.pcm import read_wav, write_wav
+from pipeline.models.canon import VOICE_PATTERN
 
 #: espeak-ng speaking rates (words per minute): the default, and the fastest still clearly
 #: intelligible rate, the limit when a line is sped up to fit its shot.
@@ -29,7 +30,7 @@ MAX_WPM = 250
 #: Loudness every voice clip is brought to (see ``music.MUSIC_LUFS`` for the bed under it).
 VOICE_LUFS = -20.0
 
-_VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+\-/]*$")
+_VOICE_NAME = re.compile(VOICE_PATTERN)
 
 
 def espeak_available() -> bool:

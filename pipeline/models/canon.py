@@ -14,6 +14,8 @@ from pipeline.models.base import Model, Versioned
 
 Identifier = str
 ID_PATTERN = r"^[a-z0-9][a-z0-9_\-]*$"
+#: An espeak-ng voice name with an optional variant; anything else could reach its command line.
+VOICE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_+\-/]*$"
 
 
 class Character(Model):
@@ -22,7 +24,11 @@ class Character(Model):
     age: NonNegativeInt
     status: Literal["alive", "dead"]
     location_id: Identifier = Field(pattern=ID_PATTERN, description="Where the character is now.")
-    voice: str = Field(default="en", description="espeak-ng voice used for this character's lines.")
+    voice: str = Field(
+        default="en",
+        pattern=VOICE_PATTERN,
+        description="espeak-ng voice used for this character's lines, e.g. 'en-gb' or 'en-us+f3'.",
+    )
     description: str = ""
     asset_id: Identifier | None = Field(
         default=None, pattern=ID_PATTERN, description="Portrait asset; defaults to 'char_<id>'."

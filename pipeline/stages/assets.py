@@ -70,7 +70,7 @@ def _library_image(library: Library, asset_id: str) -> tuple[Path | None, Licens
             image.verify()
     except FileNotFoundError:
         return None, None, "file_missing"
-    except (UnidentifiedImageError, OSError, SyntaxError):
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError):
         return None, None, "unreadable"
     return path, entry.license, None
 

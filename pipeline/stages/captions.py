@@ -31,10 +31,21 @@ def shot_starts(shotlist: ShotList) -> dict[str, int]:
 
 
 def shot_cues(shot: Shot) -> list[tuple[int, int, str]]:
-    """A shot's captions in shot-local frames: its title card text, else its dialogue."""
+    """A shot's captions in shot-local frames: its title card text, else its dialogue.
+
+    Whitespace is collapsed to single spaces, as the burned-in strip shows it, and a line with
+    no words gets no cue: a line break (let alone a blank line) in an author's text would
+    otherwise break the SRT block and block the run at the caption gate.
+    """
     if shot.caption_card:
-        return [(0, shot.frames, " ".join(shot.caption_card))]
-    return [(line.start_frame, line.end_frame, line.text) for line in shot.lines]
+        cues = [(0, shot.frames, _one_line(" ".join(shot.caption_card)))]
+    else:
+        cues = [(line.start_frame, line.end_frame, _one_line(line.text)) for line in shot.lines]
+    return [cue for cue in cues if cue[2]]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def episode_cues(shotlist: ShotList) -> list[Cue]:

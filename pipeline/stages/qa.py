@@ -123,7 +123,8 @@ def loudness(facts: EpisodeFacts) -> GateResult:
     target = facts.plan.audio.target_lufs
     rule = f"integrated loudness {target:g} LUFS ± {LOUDNESS_TOLERANCE_LU:g} LU, peak ≤ {PEAK_CEILING_DB:g} dBFS"
     if facts.loudness_lufs is None or not math.isfinite(facts.loudness_lufs):
-        if facts.plan.audio.voice_engine == "none" and facts.plan.audio.music_mood is None:
+        voiced = facts.plan.audio.voice_engine != "none" and bool(facts.manifest.vo_lines)
+        if not voiced and facts.plan.audio.music_mood is None:
             return _result("loudness", [], rule, "silent by design: no voice and no music")
         return _result("loudness", ["the audio is silent although voice or music was planned"], rule, "")
     problems = []

@@ -109,3 +109,15 @@ def test_commercial_asset_without_purchase_record_fails_rights(sound: EpisodeFac
     asset = first.model_copy(update={"resolved": first.resolved.model_copy(update={"license": license})})
     manifest = sound.manifest.model_copy(update={"assets": (asset, *sound.manifest.assets[1:])})
     assert "without a purchase_record" in _failed(dataclasses.replace(sound, manifest=manifest))["rights"]
+
+
+def test_no_lines_and_no_music_is_silent_by_design_even_with_a_voice_engine(sound: EpisodeFacts) -> None:
+    """A wordless episode without music is silent whether or not espeak-ng is installed."""
+    audio = sound.plan.audio.model_copy(update={"music_mood": None})
+    silent = dataclasses.replace(
+        sound, loudness_lufs=None, peak_db=None, manifest=sound.manifest.model_copy(update={"vo_lines": ()}),
+        plan=sound.plan.model_copy(update={"audio": audio}),
+    )
+    assert sound.plan.audio.voice_engine != "none"
+    assert "loudness" not in _failed(silent)
+    assert "silent" in _failed(dataclasses.replace(silent, manifest=sound.manifest))["loudness"]

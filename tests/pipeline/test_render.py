@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.errors import InputError, MediaError
 from pipeline.media import probe
 from pipeline.models import AssetManifest, RenderOutput, RunSummary
 from pipeline.render import PUBLISHED, RenderRequest, render
@@ -226,3 +227,28 @@ def test_incomplete_licence_metadata_blocks_publishing(golden: dict[str, Any], t
     assert result.returncode == 3, result.stderr
     assert "rights" in result.stderr and "bg_lighthouse is CC-BY without an attribution" in result.stderr
     assert not (out / "episode.mp4").exists()
+
+
+def test_an_output_folder_under_a_file_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match=r"--out: value .*: expected a folder, found a file \(.*a-file is a file\)"):
+        render(RenderRequest(project=PILOT / "project.json", out=blocker / "out", store=tmp_path / "store"))
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_failed_render_says_why_and_withdraws_stale_outputs(golden: dict[str, Any], tmp_path: Path) -> None:
+    data = json.loads(golden["project"].read_text())
+    data["canon"]["characters"][0]["voice"] = "zz-no-such-voice"  # a well-formed name espeak-ng lacks
+    project = tmp_path / "project.json"
+    project.write_text(json.dumps(data))
+    out, store = tmp_path / "out", tmp_path / "store"
+    shutil.copytree(golden["out"], out)
+    shutil.copytree(golden["store"], store)
+    with pytest.raises(MediaError, match="espeak-ng exited"):
+        render(RenderRequest(project=project, out=out, store=store))
+    summary = RunSummary.model_validate_json((out / "run_summary.json").read_text())
+    assert summary.status == "failed" and summary.output_hash is None
+    assert [(e.code, e.stage) for e in summary.errors] == [("media.media", "media")]
+    assert "zz-no-such-voice" in summary.errors[0].message
+    assert sorted(p.name for p in out.iterdir()) == ["run_summary.json"], "no output of an earlier run remains"

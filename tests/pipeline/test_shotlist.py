@@ -49,3 +49,12 @@ def test_captions_round_trip_through_srt(fps: int) -> None:
 def test_malformed_srt_is_refused() -> None:
     with pytest.raises(ValueError, match="malformed SRT"):
         parse_srt("1\n00:00:01 --> 00:00:02\nhello\n")
+
+
+def test_line_breaks_in_dialogue_keep_the_srt_readable() -> None:
+    shotlist = pilot_shotlist(edit=(0, 0, "Hold the light.\n\nEvery   boat\nis home."))
+    parsed = parse_srt(to_srt(episode_cues(shotlist), 24))
+    assert "Hold the light. Every boat is home." in [text for _, _, text in parsed]
+    assert len(parsed) == len(episode_cues(pilot_shotlist()))
+    blank = pilot_shotlist(edit=(0, 0, " \n "))
+    assert len(episode_cues(blank)) == len(episode_cues(shotlist)) - 1, "a line with no words has no cue"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
 from pipeline.models import Episode
 from pipeline.registry import Registry, sqlite_url
-from pipeline.store import ArtifactStore, atomic_write
+from pipeline.store import ArtifactStore, atomic_copy, atomic_write
 from pipeline.workspace import Workspace
 
 
@@ -105,3 +106,19 @@ def test_documents_are_recorded_with_their_version(tmp_path: Path) -> None:
     row = ws.registry.artifact("t", found)
     assert row is not None and row.kind == "Episode" and row.schema_version == "1.0.0"
     assert ws.load_document(found, Episode).episode_number == 1
+
+
+def test_finished_files_follow_the_umask_not_the_temp_file_mode(tmp_path: Path) -> None:
+    """Temp files are 0600; a published episode or a stored blob must be readable as usual."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    atomic_write(tmp_path / "written.json", b"{}")
+    atomic_copy(tmp_path / "written.json", tmp_path / "copied.json")
+    store = ArtifactStore(tmp_path / "store")
+    scratch_file = store.scratch() / "clip.bin"
+    scratch_file.write_bytes(b"clip")
+    scratch_file.chmod(0o600)  # as tempfile.mkstemp leaves a tool's output
+    linked = store.path("t", store.put_file("t", scratch_file, owned=True))
+    for path in (tmp_path / "written.json", tmp_path / "copied.json", linked):
+        assert path.stat().st_mode & 0o777 == expected, path
