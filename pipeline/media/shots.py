@@ -4,15 +4,16 @@ Each shot is an independent, cacheable clip with exactly ``frames`` frames. All 
 :data:`~pipeline.media.ffmpeg.VIDEO_ENCODE_ARGS`, so their SPS/PPS are identical and the
 episode is joined with the concat demuxer and ``-c copy``.
 
-Ken Burns method (measured on 2 cores, 360 frames of 1280x720):
-the still is converted to yuv420p and decoded once, looped, then each frame is
-``scale``d to the zoomed size (``eval=frame``, bilinear) and ``crop``ped to the render size at
-a per-frame offset. Positions are quantised in *output* pixels (<= 1 px from the ideal path,
-whatever the source size). The filters cost ~0.5 s per 360 frames; x264 is ~85 % of the
-3.3 s. ``zoompan`` from a 1.15x source was ~10 % faster (x264 likes its whole-pixel steps)
-but judders by up to 2.5 px per frame because it crops whole *source* pixels; ``zoompan``
-on a 2x source is as smooth as this but slower (3.1-3.3 s, more with the research's 4x);
-``perspective`` (sub-pixel) recomputes its tables every frame and was the slowest (3.9 s).
+Ken Burns method (measured on 2 cores, 360 frames of 1280x720): the still is covered at 2x
+the render size, converted to yuv420p and decoded once, looped, and ``zoompan`` (one output
+frame per input frame) crops and scales each frame to the render size: 3.1-3.3 s, of which
+x264 is most; residual jitter ~0.7 px because the window moves in whole *source* pixels.
+
+Rejected: ``scale`` with ``eval=frame`` to the zoomed size, then a fixed ``crop``. It was as
+fast and as smooth, but not deterministic: ``crop`` keeps the frame size it was configured
+with, so once the frames shrink (a pull-out) it reads past the picture into uninitialised
+memory, and repeated renders of the same shot differed in their last frames. ``zoompan`` from
+a 1.15x source judders by up to 2.5 px; ``perspective`` (sub-pixel) was slowest (3.9 s).
 """
 
 from __future__ import annotations
@@ -29,13 +30,9 @@ from pipeline.media.files import atomic_output
 
 ShotKind = Literal["still", "ken_burns"]
 
-#: Scale for ``stills.cover_image`` of Ken Burns pictures: the planned moves zoom to at most
-#: 1.15, so frames up to that zoom are downscaled from real pixels rather than upscaled.
-KEN_BURNS_HEADROOM = 1.15
-
-#: Per-frame Ken Burns resize: bilinear is enough for the <= 1.15x steps between source and
-#: frame and cheaper than bicubic; bitexact costs nothing measurable and removes CPU dependence.
-_MOTION_SWS_FLAGS = "bilinear+accurate_rnd+bitexact"
+#: Scale for ``stills.cover_image`` of Ken Burns pictures: ``zoompan`` moves its window in whole
+#: source pixels, so a 2x source halves the step seen in the frame (and covers zooms up to 2).
+KEN_BURNS_HEADROOM = 2.0
 
 #: Gap between a caption strip and the bottom edge, as a fraction of the frame height.
 CAPTION_BOTTOM_MARGIN = 0.06
@@ -95,19 +92,14 @@ class ShotSpec:
 
 
 def _motion_filters(spec: ShotSpec) -> list[str]:
-    """Per-frame scale to the zoomed size, then crop the render window (see module doc)."""
+    """``zoompan`` over the 2x picture: zoom and window position as functions of the frame number."""
     last = max(spec.frames - 1, 1)
-    zoom = f"({spec.zoom_from!r}+({spec.zoom_to!r}-{spec.zoom_from!r})*n/{last})"
-    # Window offset runs from one end of the slack to the other along `pan`; slack is
-    # recomputed from the current zoom so the window never leaves the image.
-    offsets = []
-    for size, direction in ((spec.width, spec.pan[0]), (spec.height, spec.pan[1])):
-        position = f"(0.5+{direction / 2!r}*(2*n/{last}-1))"
-        offsets.append(f"round(({size}*{zoom}-{size})*{position})")
-    return [
-        f"scale=w='round({spec.width}*{zoom})':h='round({spec.height}*{zoom})':eval=frame:flags={_MOTION_SWS_FLAGS}",
-        f"crop=w={spec.width}:h={spec.height}:x='{offsets[0]}':y='{offsets[1]}':exact=1",
-    ]
+    zoom = f"{spec.zoom_from!r}+({spec.zoom_to!r}-{spec.zoom_from!r})*on/{last}"
+    # The window runs from one end of the slack to the other along `pan`; the slack is
+    # recomputed from the current zoom, so the window never leaves the picture.
+    x = f"(iw-iw/zoom)*(0.5+{spec.pan[0] / 2!r}*(2*on/{last}-1))"
+    y = f"(ih-ih/zoom)*(0.5+{spec.pan[1] / 2!r}*(2*on/{last}-1))"
+    return [f"zoompan=z='{zoom}':x='{x}':y='{y}':d=1:s={spec.width}x{spec.height}:fps={spec.fps}"]
 
 
 def build_filtergraph(spec: ShotSpec) -> str:

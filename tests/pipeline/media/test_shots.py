@@ -55,6 +55,21 @@ def test_ken_burns_moves_and_renders_the_same_bytes_in_parallel(covered: Path, t
     assert np.abs(frames[0] - frames[-1]).mean() > 10
 
 
+@pytest.mark.parametrize(
+    ("zoom_from", "zoom_to", "pan"),
+    [(1.0, 1.15, (0.0, 0.0)), (1.15, 1.0, (0.0, 0.0)), (1.1, 1.1, (-1.0, 0.0)), (1.1, 1.1, (1.0, 0.0))],
+    ids=["push_in", "pull_out", "pan_left", "pan_right"],
+)
+def test_every_move_renders_the_same_bytes_every_time(
+    covered: Path, tmp_path: Path, zoom_from: float, zoom_to: float, pan: tuple[float, float]
+) -> None:
+    """A shrinking frame once made ``crop`` read uninitialised memory: pull-outs differed run to run."""
+    spec = _spec(covered, "ken_burns", frames=40, zoom_from=zoom_from, zoom_to=zoom_to, pan=pan)
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        shots.render_shot(spec, tmp_path / name)
+    assert len({sha256(tmp_path / name) for name in ("a.mp4", "b.mp4", "c.mp4")}) == 1
+
+
 def test_ken_burns_pan_travels_left_to_right_smoothly(tmp_path: Path) -> None:
     """pan=(1, 0) moves the view rightwards, so a vertical line drifts left, a little every frame."""
     image = Image.new("RGB", (WIDTH * 2, HEIGHT * 2), (0, 0, 0))
