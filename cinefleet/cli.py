@@ -16,6 +16,9 @@ import platformdirs
 import typer
 
 from pipeline.errors import InputError, PipelineError
+from site_scheduler.cli import runs_app, site_app
+from site_scheduler.cli import submit as site_submit
+from site_scheduler.cli import worker as site_worker
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -27,6 +30,10 @@ app = typer.Typer(help="Render preview episodes and run the cinefleet fleet.", n
 schemas_app = typer.Typer(help="JSON Schemas of every document.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print their figures and ratios.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(site_app, name="site")
+app.add_typer(runs_app, name="runs")
+app.command("worker")(site_worker)
+app.command("submit")(site_submit)
 app.add_typer(bench_app, name="bench")
 
 

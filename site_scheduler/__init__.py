@@ -1,0 +1,1 @@
+"""The site: an autonomous compute cell that accepts runs and executes them on its own workers."""

@@ -1,0 +1,127 @@
+"""What the site commands use to talk to a running site: Redis for requests, the database to read.
+
+Nothing here writes the site database: submissions and controls are requests the scheduler
+applies and answers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pipeline.canonical import digest
+from pipeline.documents import load_project
+from pipeline.models.project import ProfileSettings
+from pipeline.stages.assets import open_library
+from pipeline.stages.render_plan import check_profile
+from site_scheduler import outbox
+from site_scheduler.config import SiteEndpoints
+from site_scheduler.database import open_engine
+from site_scheduler.errors import ControlRefused, SiteError
+from site_scheduler.keys import QUEUES, Keys
+from site_scheduler.tables import QueueRow, RunRow, StageRow, WorkerRow, row_dict
+
+FINAL = ("completed", "failed", "blocked", "cancelled")
+CONTROL_TIMEOUT_S = 15
+
+
+class SiteClient:
+    def __init__(self, endpoints: SiteEndpoints) -> None:
+        self.endpoints = endpoints
+        self.keys = Keys(endpoints.namespace)
+        self.redis = redis.Redis.from_url(endpoints.redis_url)
+        self.engine = open_engine(endpoints.db_url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.redis.close()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def submit(self, project: Path, out: Path | None = None, profile: str = "preview_local") -> str:
+        """Validate the project here (bad input is refused before anything is sent), then submit."""
+        check_profile(profile)
+        loaded = load_project(project)
+        open_library(loaded.library, "assets.library", loaded.path)
+        loaded.project.render_profiles.get(profile, ProfileSettings())
+        run_id = uuid.uuid4().hex[:16]
+        out = out or Path(self.endpoints.data_dir) / "out" / run_id
+        request = {"run_id": run_id, "project": str(loaded.path), "out": str(out.resolve()), "profile": profile,
+                   "tenant_id": loaded.project.tenant_id, "project_hash": digest(loaded.project)}
+        self.redis.rpush(self.keys.submissions, json.dumps(request))
+        return run_id
+
+    def control(self, action: str, **args: Any) -> str:
+        request_id = uuid.uuid4().hex
+        self.redis.rpush(self.keys.controls, json.dumps({"id": request_id, "action": action, "args": args}))
+        answer = self.redis.blpop([self.keys.reply(request_id)], timeout=CONTROL_TIMEOUT_S)
+        if answer is None:
+            raise SiteError(f"site {self.endpoints.site_id} did not answer {action} within {CONTROL_TIMEOUT_S} s; "
+                            "is `cinefleet site serve` running?")
+        reply = json.loads(answer[1])
+        if not reply["ok"]:
+            raise ControlRefused(reply["message"])
+        return str(reply["message"])
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        with Session(self.engine) as session:
+            run = session.get(RunRow, run_id)
+            if run is None:
+                return None
+            stages = session.scalars(select(StageRow).where(StageRow.run_id == run_id).order_by(StageRow.stage_id))
+            return {**row_dict(run), "stages": [
+                {"stage_id": s.stage_id, "kind": s.kind, "queue": s.queue, "status": s.status,
+                 "identity": s.identity, "attempts": s.attempts, "worker": s.worker, "error": s.error}
+                for s in stages
+            ]}
+
+    def runs(self) -> list[dict[str, Any]]:
+        with Session(self.engine) as session:
+            return [row_dict(r) for r in session.scalars(select(RunRow).order_by(RunRow.submitted_seq))]
+
+    def wait(self, run_id: str, timeout: float | None = None, poll: float = 0.2) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.run(run_id)
+            if run is not None and run["status"] in FINAL:
+                return run
+            if deadline is not None and time.monotonic() > deadline:
+                raise SiteError(f"run {run_id} not finished after {timeout} s (status {run and run['status']})")
+            time.sleep(poll)
+
+    def workers(self) -> list[dict[str, Any]]:
+        with Session(self.engine) as session:
+            return [row_dict(w) for w in session.scalars(select(WorkerRow).order_by(WorkerRow.name))]
+
+    def queues(self) -> list[dict[str, Any]]:
+        """Depth, in flight, delayed and dead per queue, read from dramatiq's own Redis keys."""
+        ns = self.endpoints.namespace
+        figures = []
+        with Session(self.engine) as session:
+            rows = {q.name: q for q in session.scalars(select(QueueRow))}
+        for queue in QUEUES:
+            in_flight = sum(self.redis.scard(key) for key in self.redis.scan_iter(f"{ns}:__acks__.*.{queue}"))
+            row = rows.get(queue)
+            figures.append({
+                "queue": queue,
+                "paused": bool(row and row.paused),
+                "depth": self.redis.llen(f"{ns}:{queue}"),
+                "in_flight": in_flight,
+                "delayed": self.redis.hlen(f"{ns}:{queue}.DQ.msgs"),
+                "dead": self.redis.zcard(f"{ns}:{queue}.XQ"),
+                "completed": row.completed if row else 0,
+            })
+        return figures
+
+    def outbox(self, since: int) -> list[dict[str, Any]]:
+        with Session(self.engine) as session:
+            return [outbox.event_dict(row) for row in outbox.since(session, since)]

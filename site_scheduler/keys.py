@@ -1,0 +1,57 @@
+"""The Redis keys a site's scheduler and workers share, all under the site's namespace.
+
+Workers never touch the site database: they learn about pauses, drains and cancellations from
+these keys, and report heartbeats and results through them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str
+
+    @property
+    def submissions(self) -> str:
+        return f"{self.namespace}:submissions"
+
+    @property
+    def results(self) -> str:
+        return f"{self.namespace}:results"
+
+    @property
+    def controls(self) -> str:
+        return f"{self.namespace}:controls"
+
+    def processing(self, source: str) -> str:
+        """Where the scheduler holds an item of ``source`` while it applies it."""
+        return f"{source}:processing"
+
+    def reply(self, request_id: str) -> str:
+        return f"{self.namespace}:reply:{request_id}"
+
+    @property
+    def workers(self) -> str:
+        """Set of worker names that ever reported."""
+        return f"{self.namespace}:workers"
+
+    def worker(self, name: str) -> str:
+        return f"{self.namespace}:worker:{name}"
+
+    def drain(self, name: str) -> str:
+        return f"{self.namespace}:drain:{name}"
+
+    def paused(self, queue: str) -> str:
+        return f"{self.namespace}:paused:{queue}"
+
+    def cancelled(self, run_id: str) -> str:
+        return f"{self.namespace}:cancelled:{run_id}"
+
+    def host_state(self, host: str) -> str:
+        return f"{self.namespace}:host:{host}"
+
+
+#: The site's queues by resource type (spec §13).
+QUEUES = ("cpu_queue", "local_ai_queue", "media_queue", "external_ai_queue")

@@ -1,0 +1,52 @@
+"""The outbox: every replicated change, numbered without gaps in commit order.
+
+The scheduler is the site database's only writer, so the next number is the current maximum
+plus one, taken inside the same transaction as the change it describes. Shipping it to the
+control plane comes with the control plane; :func:`replay` is how a reader rebuilds the
+site's tables from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from site_scheduler.tables import REPLICATED, Base, OutboxRow, row_dict
+
+
+def _key(row: Base) -> list[str]:
+    return [str(getattr(row, column.name)) for column in type(row).__table__.primary_key.columns]
+
+
+def append(session: Session, entity: str, row: Base, *, site_id: str, tenant_id: str, op: str = "upsert") -> int:
+    session.flush()
+    seq = (session.scalar(select(func.max(OutboxRow.seq))) or 0) + 1
+    session.add(OutboxRow(seq=seq, site_id=site_id, tenant_id=tenant_id, entity=entity, key=_key(row), op=op,
+                          row=row_dict(row)))
+    session.flush()
+    return seq
+
+
+def since(session: Session, seq: int, limit: int | None = None) -> list[OutboxRow]:
+    query = select(OutboxRow).where(OutboxRow.seq > seq).order_by(OutboxRow.seq)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def event_dict(row: OutboxRow) -> dict[str, Any]:
+    return {"seq": row.seq, "site_id": row.site_id, "tenant_id": row.tenant_id, "entity": row.entity,
+            "key": row.key, "op": row.op, "row": row.row}
+
+
+def replay(session: Session, events: Iterable[dict[str, Any]]) -> None:
+    """Apply events in order to a database holding the replicated tables (upserts by primary key)."""
+    for event in events:
+        table = REPLICATED.get(event["entity"])
+        if table is None:
+            continue
+        session.merge(table(**event["row"]))
+    session.flush()

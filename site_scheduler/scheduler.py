@@ -1,0 +1,384 @@
+"""The site scheduler: the site database's only writer, advancing each run's stage DAG.
+
+Everything reaches it through Redis lists: submissions from ``cinefleet submit``, results from
+workers, operator controls from the ``cinefleet site`` commands. Each change it makes is one
+transaction that also appends to the outbox. A stage's identity is the hash of its inputs;
+a media stage whose artifact the registry already holds is finished without being sent, and a
+result for a stage that is already finished (a redelivery) changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from pipeline.canonical import digest
+from pipeline.models import AssetManifest, Project, RenderPlan, ShotList
+from pipeline.registry import ArtifactRow, AssetCacheRow, DerivationRow
+from pipeline.render import PUBLISHED
+from pipeline.steps import voice_placements
+from pipeline.store import atomic_copy
+from pipeline.workspace import Workspace
+from site_scheduler import outbox
+from site_scheduler.broker import make_broker
+from site_scheduler.config import SiteEndpoints
+from site_scheduler.controls import apply_control
+from site_scheduler.errors import ControlRefused
+from site_scheduler.execute import file_job
+from site_scheduler.keys import QUEUES, Keys
+from site_scheduler.tables import QueueRow, RunRow, StageRow, WorkerRow
+
+log = logging.getLogger(__name__)
+
+#: Where each stage kind runs (spec §13).
+QUEUE_OF = {
+    "script": "local_ai_queue",
+    "shotlist": "cpu_queue",
+    "assets": "media_queue",
+    "render_plan": "cpu_queue",
+    "voice": "cpu_queue",
+    "shot": "cpu_queue",
+    "audio": "cpu_queue",
+    "finish": "cpu_queue",
+}
+FINAL_RUN_STATES = ("completed", "failed", "blocked", "cancelled")
+#: How often worker heartbeats are mirrored into the workers table.
+WORKER_SYNC_SECONDS = 0.5
+FINISHED_STAGE_STATES = ("done", "skipped", "cancelled")
+
+
+class Scheduler:
+    def __init__(self, endpoints: SiteEndpoints, engine: Engine) -> None:
+        self.endpoints = endpoints
+        self.site_id = endpoints.site_id
+        self.engine = engine
+        self.redis = redis.Redis.from_url(endpoints.redis_url)
+        self.keys = Keys(endpoints.namespace)
+        self.broker, self.actors = make_broker(endpoints.redis_url, endpoints.namespace)
+        self._workspaces: dict[str, Workspace] = {}
+        self._synced = 0.0
+        with Session(engine) as session, session.begin():
+            for queue in QUEUES:
+                if session.get(QueueRow, queue) is None:
+                    row = QueueRow(name=queue, site_id=self.site_id, paused=False, completed=0)
+                    session.add(row)
+                    outbox.append(session, "queue", row, site_id=self.site_id, tenant_id="-")
+
+    def workspace(self, tenant_id: str) -> Workspace:
+        """A tenant's view of the site store; the scheduler only reads the registry through it."""
+        if tenant_id not in self._workspaces:
+            self._workspaces[tenant_id] = Workspace(Path(self.endpoints.store), tenant_id, self.site_id,
+                                                    registry_url=self.endpoints.db_url)
+        return self._workspaces[tenant_id]
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run_forever(self, stop: Any) -> None:
+        self.recover()
+        while not stop.is_set():
+            if not self.step():
+                time.sleep(0.02)
+
+    def step(self) -> bool:
+        """Handle whatever is waiting; returns True when something was done."""
+        busy = False
+        if time.monotonic() - self._synced > WORKER_SYNC_SECONDS:
+            self._sync_workers()
+        for source, handle, most in ((self.keys.controls, self._control, 50),
+                                     (self.keys.submissions, self._submit, 50),
+                                     (self.keys.results, self._result, 200)):
+            for _ in range(most):
+                if not self._take(source, handle):
+                    break
+                busy = True
+        return self._dispatch() or busy
+
+    def _take(self, source: str, handle: Any) -> bool:
+        """Move one item to a processing list, apply it, then drop it: a crash loses nothing.
+
+        An item applied twice (a crash between the commit and the drop) is harmless: runs are
+        keyed by id and results by stage attempt.
+        """
+        raw = self.redis.lmove(source, self.keys.processing(source), "LEFT", "RIGHT")
+        if raw is None:
+            return False
+        handle(json.loads(raw))
+        self.redis.lrem(self.keys.processing(source), 1, raw)
+        return True
+
+    def recover(self) -> None:
+        """On start-up, put back what a previous scheduler took but did not finish."""
+        for source in (self.keys.controls, self.keys.submissions, self.keys.results):
+            while self.redis.lmove(self.keys.processing(source), source, "RIGHT", "LEFT") is not None:
+                pass
+
+    # -- submissions -----------------------------------------------------------------------
+
+    def _submit(self, request: dict[str, Any]) -> None:
+        with Session(self.engine) as session, session.begin():
+            if session.get(RunRow, request["run_id"]) is not None:
+                return  # a resubmitted request: the run exists already
+            run = RunRow(run_id=request["run_id"], site_id=self.site_id, tenant_id=request["tenant_id"],
+                         project_path=request["project"], project_hash=request["project_hash"],
+                         out_dir=request["out"], status="queued", detail="", episode=None, submitted_seq=0)
+            session.add(run)
+            run.submitted_seq = self._emit(session, "run", run)
+            chain = [("script", []), ("shotlist", ["script"]), ("assets", ["shotlist"]),
+                     ("render_plan", ["assets"])]
+            for kind, needs in chain:
+                self._add_stage(session, run, kind, kind, needs, {"profile": request["profile"]})
+
+    def _add_stage(self, session: Session, run: RunRow, stage_id: str, kind: str, needs: list[str],
+                   args: dict[str, Any], identity: str = "") -> StageRow:
+        stage = StageRow(run_id=run.run_id, stage_id=stage_id, site_id=self.site_id, tenant_id=run.tenant_id,
+                         kind=kind, queue=QUEUE_OF[kind], identity=identity, status="waiting", depends_on=needs,
+                         args=args, output=None, outputs={}, attempts=0, worker=None, message_id=None, error="")
+        session.add(stage)
+        self._emit(session, "stage", stage)
+        return stage
+
+    def _emit(self, session: Session, entity: str, row: Any) -> int:
+        return outbox.append(session, entity, row, site_id=self.site_id, tenant_id=getattr(row, "tenant_id", "-"))
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def _dispatch(self) -> bool:
+        sent = False
+        with Session(self.engine) as session, session.begin():
+            paused = {q.name for q in session.scalars(select(QueueRow).where(QueueRow.paused))}
+            runs = {r.run_id: r for r in session.scalars(select(RunRow).where(RunRow.status.in_(("queued",
+                                                                                                     "running"))))}
+            if not runs:
+                return False
+            waiting = session.scalars(
+                select(StageRow).where(StageRow.status == "waiting", StageRow.run_id.in_(runs))
+            ).all()
+            for stage in waiting:
+                run = runs[stage.run_id]
+                done = self._outputs(session, run.run_id)
+                if any(need not in done for need in stage.depends_on) or stage.queue in paused:
+                    continue
+                self._send(session, run, stage, done)
+                sent = True
+        return sent
+
+    def _outputs(self, session: Session, run_id: str) -> dict[str, dict[str, Any]]:
+        stages = session.scalars(select(StageRow).where(StageRow.run_id == run_id, StageRow.status == "done"))
+        return {stage.stage_id: stage.outputs for stage in stages}
+
+    def _send(self, session: Session, run: RunRow, stage: StageRow, done: dict[str, dict[str, Any]]) -> None:
+        args = {**stage.args, **self._inputs(run, stage, done)}
+        stage.args = args
+        if run.status == "queued":
+            run.status = "running"
+            self._emit(session, "run", run)
+        if stage.kind in ("voice", "shot", "audio"):
+            ws = self.workspace(run.tenant_id)
+            job = file_job(ws, stage.kind, args)
+            stage.identity = job.key(ws)
+            found = ws.registry.derived(run.tenant_id, stage.identity)
+            if found is not None and ws.has(found):
+                self._finish_stage(session, run, stage, {"file": found, "key": stage.identity}, cached=True)
+                return
+        else:
+            stage.identity = digest({"kind": stage.kind, "args": args})
+        stage.status = "queued"
+        stage.attempts += 1
+        payload = {"run_id": run.run_id, "stage_id": stage.stage_id, "attempt": stage.attempts,
+                   "kind": stage.kind, "tenant_id": run.tenant_id, "args": args}
+        message = self.actors[stage.queue].send_with_options(kwargs={"payload": payload})
+        stage.message_id = message.message_id
+        self._emit(session, "stage", stage)
+
+    def _inputs(self, run: RunRow, stage: StageRow, done: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The input hashes a stage needs, from the outputs of the stages it depends on."""
+        base = {"project": run.project_path}
+        script = done.get("script", {})
+        if stage.kind == "script":
+            return base
+        if stage.kind == "shotlist":
+            return {**base, "script": script["script"], "canon": script["canon"]}
+        if stage.kind == "assets":
+            return {**base, "script": script["script"], "canon": script["canon"],
+                    "shotlist": done["shotlist"]["shotlist"]}
+        if stage.kind == "render_plan":
+            return {**base, "shotlist": done["shotlist"]["shotlist"], "manifest": done["assets"]["manifest"]}
+        if stage.kind in ("voice", "shot"):
+            return {}
+        voices = [[s["shot_id"], s["start"], done[s["stage_id"]]["file"]] for s in stage.args["placements"]]
+        if stage.kind == "audio":
+            return {"voices": voices}
+        clips = [done[f"shot:{shot_id}"]["file"] for shot_id in stage.args["shots"]]
+        return {**base, "voices": voices, "clips": clips, "audio": done["audio"]["file"]}
+
+    # -- results ---------------------------------------------------------------------------
+
+    def _result(self, result: dict[str, Any]) -> None:
+        with Session(self.engine) as session, session.begin():
+            stage = session.get(StageRow, (result["run_id"], result["stage_id"]))
+            run = session.get(RunRow, result["run_id"])
+            if stage is None or run is None:
+                log.warning("result for an unknown stage %s/%s", result["run_id"], result["stage_id"])
+                return
+            if stage.status in FINISHED_STAGE_STATES or result.get("attempt") != stage.attempts:
+                return  # redelivered or superseded: the stage's identity already has its artifact
+            status = result["status"]
+            if status == "started":
+                stage.status, stage.worker = "running", result.get("worker")
+                self._emit(session, "stage", stage)
+            elif status == "done":
+                self._record_rows(session, run, result.get("rows", {}))
+                stage.worker = result.get("worker")
+                self._finish_stage(session, run, stage, result["outputs"])
+            elif status == "cancelled":
+                stage.status = "cancelled"
+                self._emit(session, "stage", stage)
+            else:  # failed or blocked
+                stage.status, stage.error = "failed", result.get("error", "")
+                self._emit(session, "stage", stage)
+                if run.status not in FINAL_RUN_STATES:
+                    run.status = "blocked" if status == "blocked" else "failed"
+                    run.detail = f"stage {stage.stage_id}: {stage.error}"
+                    self._emit(session, "run", run)
+                    self._skip_rest(session, run)
+
+    def _record_rows(self, session: Session, run: RunRow, rows: dict[str, list[dict[str, Any]]]) -> None:
+        """Insert the registry rows a worker made, once each."""
+        for row in rows.get("artifacts", []):
+            if session.get(ArtifactRow, (row["tenant_id"], row["hash"])) is None:
+                record = ArtifactRow(**{**row, "site_id": self.site_id}, recorded_at=dt.datetime.now(dt.UTC))
+                session.add(record)
+                self._emit(session, "artifact", record)
+        for row in rows.get("derivations", []):
+            if session.get(DerivationRow, (row["tenant_id"], row["key"])) is None:
+                session.add(DerivationRow(**row))
+        for row in rows.get("asset_cache", []):
+            session.merge(AssetCacheRow(**row))
+
+    def _finish_stage(self, session: Session, run: RunRow, stage: StageRow, outputs: dict[str, Any],
+                      cached: bool = False) -> None:
+        stage.status, stage.outputs = "done", outputs
+        stage.output = next(iter(outputs.values()), None)
+        if cached:
+            stage.worker = "cache"
+        self._emit(session, "stage", stage)
+        queue = session.get(QueueRow, stage.queue)
+        if queue is not None and not cached:
+            queue.completed += 1
+        if stage.kind == "render_plan":
+            self._expand(session, run, self._outputs(session, run.run_id) | {stage.stage_id: outputs})
+        elif stage.kind == "finish":
+            self._publish(session, run, outputs)
+
+    def _expand(self, session: Session, run: RunRow, done: dict[str, dict[str, Any]]) -> None:
+        """Once the plan exists, add a stage per voice line and per shot, the mix and the finish."""
+        profile = session.get(StageRow, (run.run_id, "script")).args["profile"]  # type: ignore[union-attr]
+        plan_hash, shotlist_hash = done["render_plan"]["plan"], done["shotlist"]["shotlist"]
+        manifest_hash = done["assets"]["manifest"]
+        ws = self.workspace(run.tenant_id)
+        plan = ws.load_document(plan_hash, RenderPlan)
+        shotlist = ws.load_document(shotlist_hash, ShotList)
+        manifest = ws.load_document(manifest_hash, AssetManifest)
+        project_id = ws.load_document(done["script"]["project"], Project).id
+        placements = []
+        for placement in voice_placements(shotlist, manifest, plan):
+            stage_id = f"voice:{placement.line.line_id}"
+            self._add_stage(session, run, stage_id, "voice", ["render_plan"],
+                            {"plan": plan_hash, "manifest": manifest_hash, "line_id": placement.line.line_id,
+                             "window": placement.window})
+            placements.append({"stage_id": stage_id, "shot_id": placement.shot_id, "start": placement.start})
+        for shot in plan.shots:
+            self._add_stage(session, run, f"shot:{shot.shot_id}", "shot", ["render_plan"],
+                            {"plan": plan_hash, "shotlist": shotlist_hash, "shot_id": shot.shot_id})
+        self._add_stage(session, run, "audio", "audio", [p["stage_id"] for p in placements] or ["render_plan"],
+                        {"plan": plan_hash, "shotlist": shotlist_hash, "project_id": project_id,
+                         "placements": placements})
+        script = done["script"]
+        lineage = {"Project": script["project"], "Canon": script["canon"], "Script": script["script"],
+                   "ShotList": shotlist_hash, "AssetManifest": manifest_hash, "RenderPlan": plan_hash}
+        self._add_stage(session, run, "finish", "finish", [f"shot:{s.shot_id}" for s in plan.shots] + ["audio"],
+                        {"profile": profile, "lineage": lineage, "placements": placements,
+                         "shots": [s.shot_id for s in plan.shots]})
+
+    def _publish(self, session: Session, run: RunRow, outputs: dict[str, Any]) -> None:
+        done = self._outputs(session, run.run_id)
+        script = done["script"]
+        files = {
+            "Script.json": script["script"],
+            "ShotList.json": done["shotlist"]["shotlist"],
+            "AssetManifest.json": done["assets"]["manifest"],
+            "RenderPlan.json": done["render_plan"]["plan"],
+            "RenderOutput.json": outputs["output"],
+            "captions.srt": outputs["captions"],
+            "episode.mp4": outputs["episode"],
+        }
+        out = Path(run.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        ws = self.workspace(run.tenant_id)
+        for name in PUBLISHED:
+            if name not in files:
+                (out / name).unlink(missing_ok=True)
+        for name, found in files.items():
+            atomic_copy(ws.path(found), out / name)
+        run.status, run.episode = "completed", str(out / "episode.mp4")
+        self._emit(session, "run", run)
+
+    def _skip_rest(self, session: Session, run: RunRow) -> None:
+        for stage in session.scalars(select(StageRow).where(StageRow.run_id == run.run_id,
+                                                            StageRow.status.in_(("waiting", "queued")))):
+            stage.status = "skipped"
+            self._emit(session, "stage", stage)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _sync_workers(self) -> None:
+        """Mirror worker heartbeats into the workers table; a worker whose heartbeat expired is offline."""
+        self._synced = time.monotonic()
+        names = sorted(n.decode() for n in self.redis.smembers(self.keys.workers))
+        with Session(self.engine) as session, session.begin():
+            for name in names:
+                beat = {k.decode(): v.decode() for k, v in self.redis.hgetall(self.keys.worker(name)).items()}
+                row = session.get(WorkerRow, name)
+                if not beat:
+                    if row is not None and row.status != "offline":
+                        row.status, row.current_job, row.since = "offline", None, time.time()
+                        self._emit(session, "worker", row)
+                    continue
+                fields = {"host": beat["host"], "pid": int(beat["pid"]), "status": beat["status"],
+                          "queues": json.loads(beat["queues"]), "current_job": beat["current_job"] or None,
+                          "since": float(beat["since"])}
+                if row is None:
+                    row = WorkerRow(name=name, site_id=self.site_id, **fields)
+                    session.add(row)
+                elif all(getattr(row, k) == v for k, v in fields.items()):
+                    continue
+                else:
+                    for key, value in fields.items():
+                        setattr(row, key, value)
+                self._emit(session, "worker", row)
+
+    # -- controls --------------------------------------------------------------------------
+
+    def _control(self, request: dict[str, Any]) -> None:
+        with Session(self.engine) as session:
+            try:
+                with session.begin():
+                    message = apply_control(self, session, request["action"], request.get("args", {}))
+                reply = {"ok": True, "message": message}
+            except ControlRefused as exc:
+                reply = {"ok": False, "message": str(exc)}
+            except Exception as exc:
+                # A bug must not take the scheduler down; the operator sees it, the log keeps it.
+                log.exception("control %s failed", request.get("action"))
+                reply = {"ok": False, "message": f"internal error: {exc!r}"}
+        self.redis.rpush(self.keys.reply(request["id"]), json.dumps(reply))
+        self.redis.expire(self.keys.reply(request["id"]), 60)

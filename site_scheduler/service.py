@@ -1,0 +1,55 @@
+"""``cinefleet site serve``: bring a site up (Redis, database, endpoints file) and schedule.
+
+The scheduler process owns the Redis it started: it stops it on the way out. Stopping the
+scheduler loses nothing: submissions, results and controls wait in Redis, and the next start
+picks them up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+from site_scheduler.config import SiteEndpoints, sqlite_url_for, write_endpoints
+from site_scheduler.database import migrate, open_engine
+from site_scheduler.redis_server import RedisServer, start_redis
+from site_scheduler.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: str | None = None,
+          ready: threading.Event | None = None, stop: threading.Event | None = None) -> None:
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server: RedisServer | None = None
+    if redis_url is None:
+        port_file = data_dir / "redis" / "port"
+        port = int(port_file.read_text()) if port_file.is_file() else None
+        server = start_redis(data_dir / "redis", port)
+        port_file.write_text(str(server.port))
+        redis_url = server.url
+    db_url = db_url or sqlite_url_for(data_dir)
+    engine = open_engine(db_url)
+    migrate(engine)
+    endpoints = SiteEndpoints(site_id=site_id, data_dir=str(data_dir), redis_url=redis_url, db_url=db_url,
+                              store=str(data_dir / "store"), scheduler_pid=os.getpid())
+    write_endpoints(endpoints)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+    scheduler = Scheduler(endpoints, engine)
+    log.info("site %s scheduling on %s", site_id, redis_url)
+    if ready is not None:
+        ready.set()
+    try:
+        scheduler.run_forever(stop)
+    finally:
+        scheduler.broker.close()
+        engine.dispose()
+        if server is not None:
+            server.stop()

@@ -1,0 +1,195 @@
+"""``cinefleet worker``: one dramatiq worker process running the pipeline's stages.
+
+One stage at a time (one worker thread, prefetch 1), so a drain or a pause leaves nothing
+parked in this process's memory. A heartbeat thread publishes the worker's status to Redis
+every second; the same thread kills the running stage's subprocesses (ffmpeg, espeak-ng) when
+its run is cancelled. Results go back to the scheduler through Redis, never the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.middleware import Middleware, SkipMessage
+
+from pipeline.errors import GateBlocked, PipelineError
+from site_scheduler.broker import make_broker
+from site_scheduler.config import SiteEndpoints
+from site_scheduler.errors import SiteError
+from site_scheduler.execute import run_stage
+from site_scheduler.keys import Keys
+
+HEARTBEAT_SECONDS = 0.5
+HEARTBEAT_TTL_SECONDS = 10
+#: How long a message this worker may not take waits before it is offered again.
+DEFER_MS = 300
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (Linux /proc), deepest last."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            found.append(kid)
+            found.extend(_children(kid))
+    return found
+
+
+class WorkerState:
+    """What this worker is doing, shared by the actor, the middleware and the heartbeat."""
+
+    def __init__(self, name: str, keys: Keys, client: redis.Redis, queues: list[str]) -> None:
+        self.name = name
+        self.keys = keys
+        self.redis = client
+        self.queues = queues
+        self.host = socket.gethostname()
+        self.current: dict[str, Any] | None = None
+        self.status = "idle"
+        self.since = time.time()
+        self.lock = threading.Lock()
+
+    def set_status(self, status: str) -> None:
+        with self.lock:
+            if status != self.status:
+                self.status, self.since = status, time.time()
+
+    def refused(self) -> str | None:
+        """Why this worker must not start a new job now, if it must not."""
+        if self.redis.exists(self.keys.drain(self.name)):
+            return "draining"
+        state = self.redis.get(self.keys.host_state(self.host))
+        if state is not None and state.decode() != "healthy":
+            return f"host {state.decode()}"
+        return None
+
+    def beat(self) -> None:
+        with self.lock:
+            job = self.current
+            record = {
+                "name": self.name, "host": self.host, "pid": os.getpid(), "status": self.status,
+                "queues": json.dumps(self.queues), "since": self.since, "heartbeat": time.time(),
+                "current_job": f"{job['run_id']}/{job['stage_id']}" if job else "",
+            }
+        pipe = self.redis.pipeline()
+        pipe.hset(self.keys.worker(self.name), mapping=record)
+        pipe.expire(self.keys.worker(self.name), HEARTBEAT_TTL_SECONDS)
+        pipe.sadd(self.keys.workers, self.name)
+        pipe.execute()
+
+
+class SiteControls(Middleware):
+    """Before a message runs: skip it if its run is cancelled, hand it back if we may not take it."""
+
+    def __init__(self, state: WorkerState) -> None:
+        self.state = state
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+        payload = message.kwargs["payload"]
+        state = self.state
+        if state.redis.exists(state.keys.cancelled(payload["run_id"])):
+            raise SkipMessage()
+        if state.redis.exists(state.keys.paused(message.queue_name)) or state.refused():
+            broker.enqueue(message.copy(), delay=DEFER_MS)
+            raise SkipMessage()
+
+
+def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
+    def handle(payload: dict[str, Any]) -> None:
+        result = {"run_id": payload["run_id"], "stage_id": payload["stage_id"], "attempt": payload["attempt"],
+                  "worker": state.name}
+        with state.lock:
+            state.current = payload
+        state.set_status("active")
+        _report(state, {**result, "status": "started"})
+        try:
+            done = run_stage(Path(endpoints.store), endpoints.site_id, payload["tenant_id"], payload["kind"],
+                             payload["args"])
+            result |= {"status": "done", **done}
+        except GateBlocked as blocked:
+            result |= {"status": "blocked", "error": str(blocked)}
+        except (PipelineError, OSError, ValueError, KeyError) as error:
+            cancelled = state.redis.exists(state.keys.cancelled(payload["run_id"]))
+            result |= {"status": "cancelled" if cancelled else "failed",
+                       "error": f"{type(error).__name__}: {error}"}
+        except Exception as error:  # a bug in a stage: report it rather than lose the stage
+            result |= {"status": "failed", "error": "".join(traceback.format_exception_only(error)).strip()}
+        finally:
+            with state.lock:
+                state.current = None
+            state.set_status("idle")
+        _report(state, result)
+
+    return handle
+
+
+def _report(state: WorkerState, result: dict[str, Any]) -> None:
+    """Hand a result to the scheduler; a Redis restart delays it, never loses it."""
+    payload = json.dumps(result, default=str)
+    for attempt in range(600):
+        try:
+            state.redis.rpush(state.keys.results, payload)
+            return
+        except redis.exceptions.ConnectionError:
+            time.sleep(min(1.0, 0.05 * (attempt + 1)))
+    raise SiteError(f"could not report {result['run_id']}/{result['stage_id']}: Redis unreachable for minutes")
+
+
+def _watch(state: WorkerState, stop: threading.Event) -> None:
+    """Heartbeat, drain status, and killing a cancelled run's subprocesses."""
+    while not stop.is_set():
+        with contextlib.suppress(redis.exceptions.ConnectionError):  # Redis restarting: try next beat
+            _watch_once(state)
+        stop.wait(HEARTBEAT_SECONDS)
+
+
+def _watch_once(state: WorkerState) -> None:
+    job = state.current
+    if job and state.redis.exists(state.keys.cancelled(job["run_id"])):
+        for pid in reversed(_children(os.getpid())):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    if state.refused() == "draining":
+        state.set_status("drained" if job is None else "draining")
+    elif state.status in ("draining", "drained"):
+        state.set_status("idle" if job is None else "active")
+    state.beat()
+
+
+def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str) -> None:
+    client = redis.Redis.from_url(endpoints.redis_url)
+    keys = Keys(endpoints.namespace)
+    state = WorkerState(name, keys, client, queues)
+    broker, _ = make_broker(endpoints.redis_url, endpoints.namespace, make_handler(state, endpoints),
+                            middleware=[SiteControls(state)])
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    watcher = threading.Thread(target=_watch, args=(state, stop), name="heartbeat", daemon=True)
+    watcher.start()
+    worker = dramatiq.Worker(broker, queues=set(queues), worker_threads=1, worker_timeout=100)
+    worker.queue_prefetch = 1  # nothing parked in memory: a pause or a drain takes effect at once
+    worker.start()
+    try:
+        stop.wait()
+    finally:
+        worker.stop(timeout=600_000)
+        state.set_status("offline")
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            state.beat()
+        broker.close()
