@@ -1,0 +1,194 @@
+"""A real site: scheduler and workers as subprocesses over a real Redis, with operator controls."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pipeline.render import RenderRequest, render
+from pipeline.store import file_sha256
+from site_scheduler import outbox
+from site_scheduler.database import migrate, open_engine
+from site_scheduler.tables import RunRow, StageRow, row_dict
+from tests.pipeline.conftest import require_espeak
+from tests.site_scheduler.conftest import Site
+
+
+def _render_hash(project: Path, tmp_path: Path) -> str:
+    result = render(RenderRequest(project=project, out=tmp_path / "render-out", store=tmp_path / "render-store"))
+    assert result.output is not None
+    return result.output.video.sha256
+
+
+def test_a_run_on_two_workers_is_byte_identical_to_cinefleet_render(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    site.start_worker("w1")
+    site.start_worker("w2")
+    submitted = site.cli("submit", pilot, "--wait", "--json")
+    run = json.loads(submitted.stdout)
+    assert run["status"] == "completed", run
+    episode = Path(run["episode"])
+    assert file_sha256(episode) == _render_hash(pilot, tmp_path)
+    stages = run["stages"]
+    assert {s["status"] for s in stages} == {"done"}
+    assert {s["worker"] for s in stages if s["kind"] == "shot"} == {"w1", "w2"}, "shots ran on both workers"
+    assert {s["queue"] for s in stages} >= {"cpu_queue", "local_ai_queue", "media_queue"}
+
+    again = json.loads(site.cli("submit", pilot, "--wait", "--json").stdout)
+    assert file_sha256(Path(again["episode"])) == file_sha256(episode)
+    media = [s for s in again["stages"] if s["kind"] in ("shot", "voice", "audio")]
+    assert media and {s["worker"] for s in media} == {"cache"}, "a repeated run reuses every media artifact"
+
+
+def test_outbox_replay_rebuilds_runs_and_stages(site: Site, pilot: Path, tmp_path: Path) -> None:
+    site.start_worker("w1")
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    site.wait(run_id)
+    lines = site.cli("site", "outbox", "--since", "0").stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), "gap-free, in commit order"
+    assert all(e["site_id"] == "t1" for e in events)
+
+    replica = open_engine(f"sqlite:///{tmp_path / 'replica.sqlite'}")
+    migrate(replica)
+    with Session(replica) as session, session.begin():
+        outbox.replay(session, events)
+    source = open_engine(site.client.endpoints.db_url)
+    for table in (RunRow, StageRow):
+        with Session(source) as a, Session(replica) as b:
+            original = [row_dict(r) for r in a.scalars(select(table))]
+            rebuilt = [row_dict(r) for r in b.scalars(select(table))]
+        assert sorted(original, key=str) == sorted(rebuilt, key=str)
+    tail = site.cli("site", "outbox", "--since", str(len(events) - 2)).stdout.splitlines()
+    assert [json.loads(line)["seq"] for line in tail] == [len(events) - 1, len(events)]
+
+
+def test_pause_holds_every_job_of_the_queue_and_resume_completes(site: Site, pilot: Path) -> None:
+    site.start_worker("w1")
+    site.cli("site", "pause-queue", "cpu_queue")
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    site.wait_until(lambda: site.stage(run_id, "script")["status"] == "done", "the script (local_ai_queue)")
+    time.sleep(1.5)
+    cpu = [s for s in site.run(run_id)["stages"] if s["queue"] == "cpu_queue"]
+    assert cpu and all(s["status"] == "waiting" and s["attempts"] == 0 for s in cpu), cpu
+    queues = {q["queue"]: q for q in json.loads(site.cli("site", "queues", "--json").stdout)}
+    assert queues["cpu_queue"]["paused"] and not queues["media_queue"]["paused"]
+    refused = site.cli("site", "pause-queue", "cpu_queue", check=False)
+    assert refused.returncode == 4 and "already paused" in refused.stderr
+
+    site.cli("site", "resume-queue", "cpu_queue")
+    assert site.wait(run_id)["status"] == "completed"
+
+
+def test_cancel_skips_queued_stages_kills_ffmpeg_and_publishes_nothing(site: Site, pilot: Path) -> None:
+    site.start_worker("w1")
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    site.wait_until(lambda: any(s["kind"] == "shot" and s["status"] == "running" for s in site.run(run_id)["stages"]),
+                    "a shot to start", timeout=90)
+    worker_pid = site.workers["w1"].pid
+    site.cli("site", "cancel-run", run_id)
+    began = time.monotonic()
+    site.wait_until(lambda: not _ffmpeg_children(worker_pid), "ffmpeg to be gone", timeout=5)
+    assert time.monotonic() - began < 2.0
+    run = site.run(run_id)
+    assert run["status"] == "cancelled" and run["episode"] is None
+    assert not any(s["status"] in ("queued", "waiting") for s in run["stages"])
+    assert any(s["status"] == "skipped" for s in run["stages"])
+    time.sleep(1.0)
+    assert not (Path(site.client.endpoints.data_dir) / "out" / run_id / "episode.mp4").exists()
+    assert site.cli("site", "cancel-run", run_id, check=False).returncode == 4
+
+
+def _ffmpeg_children(pid: int) -> list[str]:
+    from site_scheduler.worker import _children
+
+    names = []
+    for child in _children(pid):
+        try:
+            names.append(Path(f"/proc/{child}/comm").read_text().strip())
+        except OSError:
+            continue
+    return [name for name in names if "ffmpeg" in name]
+
+
+def test_retry_of_a_failed_stage_completes_the_run(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    from pipeline.media.ffmpeg import ffmpeg_path
+
+    marker = tmp_path / "fail-next-encode"
+    flaky = tmp_path / "ffmpeg"
+    flaky.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" != "-version" ] && [ -e "{marker}" ]; then\n'
+        f'  rm -f "{marker}"; echo injected failure >&2; exit 1\n'
+        "fi\n"
+        f'exec "{ffmpeg_path()}" "$@"\n'
+    )
+    flaky.chmod(0o755)
+    marker.touch()
+    site.start_worker("w1", env={"CINEFLEET_FFMPEG": str(flaky)})
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    run = site.wait(run_id)
+    assert run["status"] == "failed", run
+    failed = [s for s in run["stages"] if s["status"] == "failed"]
+    assert len(failed) == 1 and "injected failure" in failed[0]["error"]
+    identity = failed[0]["identity"]
+    refused = site.cli("site", "retry-stage", run_id, "script", check=False)
+    assert refused.returncode == 4 and "not failed" in refused.stderr
+
+    site.cli("site", "retry-stage", run_id, failed[0]["stage_id"])
+    run = site.wait(run_id)
+    assert run["status"] == "completed"
+    retried = site.stage(run_id, failed[0]["stage_id"])
+    assert retried["identity"] == identity and retried["attempts"] == 2
+    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+
+
+def test_drain_moves_work_to_the_other_worker_and_undrain_brings_it_back(site: Site, pilot: Path) -> None:
+    site.start_worker("w1")
+    site.start_worker("w2")
+    began = time.monotonic()
+    site.cli("site", "drain-worker", "w1")
+    site.wait_until(lambda: _status(site, "w1") == "drained", "w1 to report drained", timeout=10)
+    drain_latency = time.monotonic() - began
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    run = site.wait(run_id)
+    assert run["status"] == "completed"
+    assert {s["worker"] for s in run["stages"]} == {"w2"}, "the drained worker started nothing"
+    assert drain_latency < 5
+    site.cli("site", "undrain-worker", "w1")
+    site.wait_until(lambda: _status(site, "w1") == "idle", "w1 to come back")
+    refused = site.cli("site", "undrain-worker", "w1", check=False)
+    assert refused.returncode == 4 and "not draining" in refused.stderr
+
+
+def _status(site: Site, name: str) -> str:
+    return next((w["status"] for w in site.client.workers() if w["name"] == name), "missing")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("site", "pause-queue", "gpu_queue"), "queue 'gpu_queue' does not exist"),
+        (("site", "cancel-run", "nope"), "run 'nope' does not exist"),
+        (("site", "drain-worker", "ghost"), "worker 'ghost' does not exist"),
+        (("site", "mark-host", "somewhere", "healthy"), "runs no worker of this site"),
+        (("site", "restart-worker", "w1"), "not built yet"),
+    ],
+)
+def test_controls_on_missing_things_are_refused(site: Site, args: tuple[str, ...], fragment: str) -> None:
+    result = site.cli(*args, check=False)
+    assert result.returncode == 4 and fragment in result.stderr
+
+
+def test_submit_refuses_bad_input_before_sending(site: Site, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    result = site.cli("submit", bad, check=False)
+    assert result.returncode == 2 and "malformed JSON" in result.stderr
+    assert site.client.runs() == []
