@@ -41,20 +41,38 @@ def free_port() -> int:
 
 @dataclass
 class RedisServer:
-    """A redis-server child process; ``stop()`` ends it with a final save."""
+    """The site's redis-server; ``stop()`` ends it with a final save.
 
-    process: subprocess.Popen[bytes]
+    ``process`` is None for a server adopted from an earlier scheduler that died without
+    stopping it (it still serves the same folder, so it is ours).
+    """
+
+    process: subprocess.Popen[bytes] | None
     port: int
     folder: Path
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+        except redis.exceptions.ConnectionError:
+            return False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def restart(self) -> None:
+        """Start the server again on the same port and folder after it died."""
+        self.process = start_redis(self.folder, self.port).process
+
     def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(redis.exceptions.ConnectionError):
-                redis.Redis.from_url(self.url).shutdown(save=True)
+        if not self.alive():
+            return
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            redis.Redis.from_url(self.url).shutdown(save=True)
+        if self.process is not None:
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -62,12 +80,28 @@ class RedisServer:
                 self.process.wait()
 
 
+def _adopt(folder: Path, port: int) -> RedisServer | None:
+    """A server already serving ``folder`` on ``port`` (its scheduler died): keep using it."""
+    try:
+        client = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=1)
+        served = client.config_get("dir").get("dir")
+    except redis.exceptions.RedisError:
+        return None
+    if served and Path(served).resolve() == folder.resolve():
+        return RedisServer(process=None, port=port, folder=folder)
+    return None
+
+
 def start_redis(folder: Path, port: int | None = None) -> RedisServer:
+    """Start (or adopt) the server for ``folder``. Every write is fsynced before it is acknowledged,
+    so killing the server loses no submission, message or result that a client saw accepted."""
     folder.mkdir(parents=True, exist_ok=True)
+    if port is not None and (adopted := _adopt(folder, port)) is not None:
+        return adopted
     port = port or free_port()
     command = [
         server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-        "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(folder.resolve()),
+        "--appendonly", "yes", "--appendfsync", "always", "--dir", str(folder.resolve()),
         "--save", "", "--daemonize", "no", "--logfile", str((folder / "redis.log").resolve()),
     ]  # fmt: skip
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)

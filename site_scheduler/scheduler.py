@@ -35,6 +35,7 @@ from site_scheduler.controls import apply_control
 from site_scheduler.errors import ControlRefused
 from site_scheduler.execute import file_job
 from site_scheduler.keys import QUEUES, Keys
+from site_scheduler.redis_server import RedisServer
 from site_scheduler.tables import QueueRow, RunRow, StageRow, WorkerRow
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,21 @@ class Scheduler:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def run_forever(self, stop: Any) -> None:
-        self.recover()
+    def run_forever(self, stop: Any, supervise: RedisServer | None = None) -> None:
+        """Schedule until ``stop`` is set; restart the site's own Redis if it dies."""
+        recovered = False
         while not stop.is_set():
-            if not self.step():
-                time.sleep(0.02)
+            try:
+                if not recovered:
+                    self.recover()
+                    recovered = True
+                if not self.step():
+                    time.sleep(0.02)
+            except redis.exceptions.ConnectionError:
+                if supervise is not None and not supervise.alive():
+                    log.warning("the site's redis-server died; restarting it on port %s", supervise.port)
+                    supervise.restart()
+                time.sleep(0.2)
 
     def step(self) -> bool:
         """Handle whatever is waiting; returns True when something was done."""

@@ -47,7 +47,7 @@ def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: st
     if ready is not None:
         ready.set()
     try:
-        scheduler.run_forever(stop)
+        scheduler.run_forever(stop, supervise=server)
     finally:
         scheduler.broker.close()
         engine.dispose()

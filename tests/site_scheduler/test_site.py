@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -192,3 +194,71 @@ def test_submit_refuses_bad_input_before_sending(site: Site, tmp_path: Path) -> 
     result = site.cli("submit", bad, check=False)
     assert result.returncode == 2 and "malformed JSON" in result.stderr
     assert site.client.runs() == []
+
+
+def _first_running_shot(site: Site, run_id: str) -> dict[str, object] | None:
+    return next((s for s in site.run(run_id)["stages"] if s["kind"] == "shot" and s["status"] == "running"), None)
+
+
+def _shot_rows(site: Site) -> list[tuple[str, str]]:
+    from pipeline.registry import ArtifactRow
+
+    engine = open_engine(site.client.endpoints.db_url)
+    with Session(engine) as session:
+        rows = [(r.kind, r.hash) for r in session.scalars(select(ArtifactRow).where(ArtifactRow.kind == "ShotClip"))]
+    engine.dispose()
+    return rows
+
+
+def test_a_worker_killed_mid_shot_loses_nothing(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    site.start_worker("w1")
+    site.start_worker("w2")
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    shot = site.wait_until(lambda: _first_running_shot(site, run_id), "a shot to start", timeout=90)
+    site.kill_worker(str(shot["worker"]))  # kill -9, with its ffmpeg
+    run = site.wait(run_id, timeout=240)
+    assert run["status"] == "completed", run
+    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    shots = [s for s in run["stages"] if s["kind"] == "shot"]
+    rows = _shot_rows(site)
+    assert len(rows) == len(set(rows)) == len(shots), "one registry row per shot clip, none twice"
+
+
+def test_restarting_the_scheduler_mid_run_completes_the_run(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    site.start_worker("w1")
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    site.wait_until(lambda: _first_running_shot(site, run_id), "a shot to start", timeout=90)
+    site.stop_scheduler(signal.SIGKILL)
+    time.sleep(1.0)  # the worker keeps rendering and reporting into Redis meanwhile
+    site.start_scheduler()
+    run = site.wait(run_id, timeout=240)
+    assert run["status"] == "completed", run
+    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    rows = _shot_rows(site)
+    assert len(rows) == len(set(rows))
+
+
+def test_restarting_redis_mid_run_completes_the_run(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    site.start_worker("w1")
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    site.wait_until(lambda: _first_running_shot(site, run_id), "a shot to start", timeout=90)
+    port = site.client.endpoints.redis_url.rsplit(":", 1)[1].split("/")[0]
+    redis_pid = next(
+        int(p.name) for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _cmdline(p).startswith("/") and "redis-server" in _cmdline(p)
+        and f":{port}" in _cmdline(p)
+    )
+    os.kill(redis_pid, signal.SIGKILL)
+    run = site.wait(run_id, timeout=240)
+    assert run["status"] == "completed", run
+    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
