@@ -124,6 +124,16 @@ def bench_render(
     _bench_module("render").run_benchmark(workdir=workdir, workers=workers, shots=shots)
 
 
+@bench_app.command("site")
+def bench_site(
+    workdir: Annotated[Path | None, typer.Option(help="Scratch folder (default: a temporary one).")] = None,
+    stages: Annotated[int, typer.Option(help="No-op stages for the dispatch figure.")] = 1000,
+    shots: Annotated[int, typer.Option(help="Shots in the reference episode (even number).")] = 40,
+) -> None:
+    """Site overhead: no-op dispatch vs plain dramatiq, the episode vs render, drain latency."""
+    _bench_module("site").run_benchmark(workdir=workdir, stages=stages, shots=shots)
+
+
 def _bench_module(name: str) -> ModuleType:
     """Benchmarks live in the source checkout's tests/bench/, beside the tests they extend."""
     path = Path(__file__).resolve().parents[1] / "tests" / "bench" / f"{name}.py"

@@ -58,6 +58,15 @@ class SiteClient:
         self.redis.rpush(self.keys.submissions, json.dumps(request))
         return run_id
 
+    def submit_probe(self, stages: int) -> str:
+        """A run of ``stages`` no-op stages: measures dispatch overhead (``cinefleet bench site``)."""
+        run_id = f"probe-{uuid.uuid4().hex[:10]}"
+        out = Path(self.endpoints.data_dir) / "out" / run_id
+        request = {"run_id": run_id, "project": "", "out": str(out), "profile": "preview_local",
+                   "tenant_id": "default", "project_hash": "", "probes": stages}
+        self.redis.rpush(self.keys.submissions, json.dumps(request))
+        return run_id
+
     def control(self, action: str, **args: Any) -> str:
         request_id = uuid.uuid4().hex
         self.redis.rpush(self.keys.controls, json.dumps({"id": request_id, "action": action, "args": args}))

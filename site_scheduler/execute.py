@@ -45,6 +45,8 @@ def _settings(project_path: str, profile: str) -> tuple[Any, ProfileSettings]:
 
 def run_stage(store: Path, site_id: str, tenant_id: str, kind: str, args: dict[str, Any]) -> dict[str, Any]:
     """Run one stage; returns ``{"outputs": {...}, "rows": {...}}``. Pipeline errors propagate."""
+    if kind == "probe":  # measures the site's dispatch overhead: no workspace, no work
+        return {"outputs": {}, "rows": {}}
     ws = Workspace(store, tenant_id, site_id, registry_url="sqlite://")
     try:
         outputs = _dispatch(ws, kind, args)

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 #: Where each stage kind runs (spec §13).
 QUEUE_OF = {
+    "probe": "cpu_queue",
     "script": "local_ai_queue",
     "shotlist": "cpu_queue",
     "assets": "media_queue",
@@ -104,14 +105,33 @@ class Scheduler:
         busy = False
         if time.monotonic() - self._synced > WORKER_SYNC_SECONDS:
             self._sync_workers()
-        for source, handle, most in ((self.keys.controls, self._control, 50),
-                                     (self.keys.submissions, self._submit, 50),
-                                     (self.keys.results, self._result, 200)):
-            for _ in range(most):
+        for source, handle in ((self.keys.controls, self._control), (self.keys.submissions, self._submit)):
+            for _ in range(50):
                 if not self._take(source, handle):
                     break
                 busy = True
+        busy = self._take_results() or busy
         return self._dispatch() or busy
+
+    def _take_results(self, most: int = 500) -> bool:
+        """Apply waiting results in one transaction (the same reliable hand-over as :meth:`_take`)."""
+        processing = self.keys.processing(self.keys.results)
+        taken = []
+        while len(taken) < most:
+            raw = self.redis.lmove(self.keys.results, processing, "LEFT", "RIGHT")
+            if raw is None:
+                break
+            taken.append(raw)
+        if not taken:
+            return False
+        with Session(self.engine) as session, session.begin():
+            for raw in taken:
+                self._result(session, json.loads(raw))
+        pipe = self.redis.pipeline()
+        for raw in taken:
+            pipe.lrem(processing, 1, raw)
+        pipe.execute()
+        return True
 
     def _take(self, source: str, handle: Any) -> bool:
         """Move one item to a processing list, apply it, then drop it: a crash loses nothing.
@@ -143,6 +163,11 @@ class Scheduler:
                          out_dir=request["out"], status="queued", detail="", episode=None, submitted_seq=0)
             session.add(run)
             run.submitted_seq = self._emit(session, "run", run)
+            if request.get("probes"):
+                # A dispatch probe: independent no-op stages, to measure the site's own overhead.
+                for number in range(int(request["probes"])):
+                    self._add_stage(session, run, f"probe:{number:06d}", "probe", [], {})
+                return
             chain = [("script", []), ("shotlist", ["script"]), ("assets", ["shotlist"]),
                      ("render_plan", ["assets"])]
             for kind, needs in chain:
@@ -173,12 +198,17 @@ class Scheduler:
             waiting = session.scalars(
                 select(StageRow).where(StageRow.status == "waiting", StageRow.run_id.in_(runs))
             ).all()
+            outputs: dict[str, dict[str, dict[str, Any]]] = {}
             for stage in waiting:
                 run = runs[stage.run_id]
-                done = self._outputs(session, run.run_id)
+                if run.run_id not in outputs:
+                    outputs[run.run_id] = self._outputs(session, run.run_id)
+                done = outputs[run.run_id]
                 if any(need not in done for need in stage.depends_on) or stage.queue in paused:
                     continue
                 self._send(session, run, stage, done)
+                if stage.status == "done":  # finished from the cache: its dependants may go now
+                    done[stage.stage_id] = stage.outputs
                 sent = True
         return sent
 
@@ -214,7 +244,7 @@ class Scheduler:
         """The input hashes a stage needs, from the outputs of the stages it depends on."""
         base = {"project": run.project_path}
         script = done.get("script", {})
-        if stage.kind == "script":
+        if stage.kind in ("script", "probe"):
             return base
         if stage.kind == "shotlist":
             return {**base, "script": script["script"], "canon": script["canon"]}
@@ -233,34 +263,33 @@ class Scheduler:
 
     # -- results ---------------------------------------------------------------------------
 
-    def _result(self, result: dict[str, Any]) -> None:
-        with Session(self.engine) as session, session.begin():
-            stage = session.get(StageRow, (result["run_id"], result["stage_id"]))
-            run = session.get(RunRow, result["run_id"])
-            if stage is None or run is None:
-                log.warning("result for an unknown stage %s/%s", result["run_id"], result["stage_id"])
-                return
-            if stage.status in FINISHED_STAGE_STATES or result.get("attempt") != stage.attempts:
-                return  # redelivered or superseded: the stage's identity already has its artifact
-            status = result["status"]
-            if status == "started":
-                stage.status, stage.worker = "running", result.get("worker")
-                self._emit(session, "stage", stage)
-            elif status == "done":
-                self._record_rows(session, run, result.get("rows", {}))
-                stage.worker = result.get("worker")
-                self._finish_stage(session, run, stage, result["outputs"])
-            elif status == "cancelled":
-                stage.status = "cancelled"
-                self._emit(session, "stage", stage)
-            else:  # failed or blocked
-                stage.status, stage.error = "failed", result.get("error", "")
-                self._emit(session, "stage", stage)
-                if run.status not in FINAL_RUN_STATES:
-                    run.status = "blocked" if status == "blocked" else "failed"
-                    run.detail = f"stage {stage.stage_id}: {stage.error}"
-                    self._emit(session, "run", run)
-                    self._skip_rest(session, run)
+    def _result(self, session: Session, result: dict[str, Any]) -> None:
+        stage = session.get(StageRow, (result["run_id"], result["stage_id"]))
+        run = session.get(RunRow, result["run_id"])
+        if stage is None or run is None:
+            log.warning("result for an unknown stage %s/%s", result["run_id"], result["stage_id"])
+            return
+        if stage.status in FINISHED_STAGE_STATES or result.get("attempt") != stage.attempts:
+            return  # redelivered or superseded: the stage's identity already has its artifact
+        status = result["status"]
+        if status == "started":
+            stage.status, stage.worker = "running", result.get("worker")
+            self._emit(session, "stage", stage)
+        elif status == "done":
+            self._record_rows(session, run, result.get("rows", {}))
+            stage.worker = result.get("worker")
+            self._finish_stage(session, run, stage, result["outputs"])
+        elif status == "cancelled":
+            stage.status = "cancelled"
+            self._emit(session, "stage", stage)
+        else:  # failed or blocked
+            stage.status, stage.error = "failed", result.get("error", "")
+            self._emit(session, "stage", stage)
+            if run.status not in FINAL_RUN_STATES:
+                run.status = "blocked" if status == "blocked" else "failed"
+                run.detail = f"stage {stage.stage_id}: {stage.error}"
+                self._emit(session, "run", run)
+                self._skip_rest(session, run)
 
     def _record_rows(self, session: Session, run: RunRow, rows: dict[str, list[dict[str, Any]]]) -> None:
         """Insert the registry rows a worker made, once each."""
@@ -289,6 +318,12 @@ class Scheduler:
             self._expand(session, run, self._outputs(session, run.run_id) | {stage.stage_id: outputs})
         elif stage.kind == "finish":
             self._publish(session, run, outputs)
+        elif stage.kind == "probe":
+            left = session.scalars(select(StageRow.stage_id).where(StageRow.run_id == run.run_id,
+                                                                   StageRow.status != "done").limit(1)).first()
+            if left is None:
+                run.status = "completed"
+                self._emit(session, "run", run)
 
     def _expand(self, session: Session, run: RunRow, done: dict[str, dict[str, Any]]) -> None:
         """Once the plan exists, add a stage per voice line and per shot, the mix and the finish."""

@@ -69,7 +69,8 @@ def reference_project(folder: Path, shots: int = 40) -> Path:
         })
     project = {
         "schema_version": "1.0.0", "id": "bench-reference", "title": "Reference episode",
-        "premise": "A harbour town prepares for a storm.", "target_duration": {"seconds": 600, "tolerance": 0.1},
+        "premise": "A harbour town prepares for a storm.",
+        "target_duration": {"seconds": 15.7 * shots, "tolerance": 0.1},
         "episode": {"schema_version": "1.0.0", "episode_number": 1},
         "canon": {
             "schema_version": "1.0.0",
