@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -53,6 +53,15 @@ QUEUE_OF = {
     "finish": "cpu_queue",
 }
 FINAL_RUN_STATES = ("completed", "failed", "blocked", "cancelled")
+#: Messages a queue may hold that no worker has started. Keeping the queue short lets a stage
+#: that becomes ready late (the audio mix, once its voices are done) start next instead of
+#: behind every shot, and keeps a pause or a cancellation from finding a long backlog.
+SEND_WINDOW = 4
+#: Among ready stages, which are sent first: the ones others wait on, and long ones early.
+KIND_ORDER = {"voice": 0, "audio": 1, "script": 2, "shotlist": 2, "assets": 2, "render_plan": 2, "shot": 3,
+              "probe": 3, "finish": 4}
+#: How long an idle scheduler waits before looking at Redis again.
+IDLE_SLEEP_S = 0.05
 #: How often worker heartbeats are mirrored into the workers table.
 WORKER_SYNC_SECONDS = 0.5
 FINISHED_STAGE_STATES = ("done", "skipped", "cancelled")
@@ -91,9 +100,11 @@ class Scheduler:
             try:
                 if not recovered:
                     self.recover()
+                    while self._dispatch():  # stages a previous scheduler left ready
+                        pass
                     recovered = True
                 if not self.step():
-                    time.sleep(0.02)
+                    time.sleep(IDLE_SLEEP_S)
             except redis.exceptions.ConnectionError:
                 if supervise is not None and not supervise.alive():
                     log.warning("the site's redis-server died; restarting it on port %s", supervise.port)
@@ -111,7 +122,11 @@ class Scheduler:
                     break
                 busy = True
         busy = self._take_results() or busy
-        return self._dispatch() or busy
+        if not busy:
+            return False  # nothing changed since the last dispatch: nothing new can be ready
+        while self._dispatch():  # a stage finished from the cache may free others
+            pass
+        return True
 
     def _take_results(self, most: int = 500) -> bool:
         """Apply waiting results in one transaction (the same reliable hand-over as :meth:`_take`)."""
@@ -198,17 +213,24 @@ class Scheduler:
             waiting = session.scalars(
                 select(StageRow).where(StageRow.status == "waiting", StageRow.run_id.in_(runs))
             ).all()
+            in_queue = dict(session.execute(
+                select(StageRow.queue, func.count()).where(StageRow.status == "queued").group_by(StageRow.queue)
+            ).all())
             outputs: dict[str, dict[str, dict[str, Any]]] = {}
-            for stage in waiting:
+            for stage in sorted(waiting, key=lambda s: KIND_ORDER.get(s.kind, 9)):
                 run = runs[stage.run_id]
                 if run.run_id not in outputs:
                     outputs[run.run_id] = self._outputs(session, run.run_id)
                 done = outputs[run.run_id]
                 if any(need not in done for need in stage.depends_on) or stage.queue in paused:
                     continue
+                if in_queue.get(stage.queue, 0) >= SEND_WINDOW:
+                    continue
+                in_queue[stage.queue] = in_queue.get(stage.queue, 0) + 1
                 self._send(session, run, stage, done)
                 if stage.status == "done":  # finished from the cache: its dependants may go now
                     done[stage.stage_id] = stage.outputs
+                    in_queue[stage.queue] -= 1
                 sent = True
         return sent
 

@@ -182,6 +182,8 @@ def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     watcher = threading.Thread(target=_watch, args=(state, stop), name="heartbeat", daemon=True)
     watcher.start()
+    # With prefetch 1 the consumer backs off while its one job runs; worker_timeout caps that
+    # back-off, so it is also the longest pause between finishing a job and fetching the next.
     worker = dramatiq.Worker(broker, queues=set(queues), worker_threads=1, worker_timeout=100)
     worker.queue_prefetch = 1  # nothing parked in memory: a pause or a drain takes effect at once
     worker.start()
