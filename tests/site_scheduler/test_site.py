@@ -62,10 +62,13 @@ def test_outbox_replay_rebuilds_runs_and_stages(site: Site, pilot: Path, tmp_pat
         outbox.replay(session, events)
     source = open_engine(site.client.endpoints.db_url)
     for table in (RunRow, StageRow):
+        keys = [column.name for column in table.__table__.primary_key.columns]
         with Session(source) as a, Session(replica) as b:
-            original = [row_dict(r) for r in a.scalars(select(table))]
-            rebuilt = [row_dict(r) for r in b.scalars(select(table))]
-        assert sorted(original, key=str) == sorted(rebuilt, key=str)
+            original = {tuple(row_dict(r)[k] for k in keys): row_dict(r) for r in a.scalars(select(table))}
+            rebuilt = {tuple(row_dict(r)[k] for k in keys): row_dict(r) for r in b.scalars(select(table))}
+        assert original.keys() == rebuilt.keys()
+        differing = {key: (original[key], rebuilt[key]) for key in original if original[key] != rebuilt[key]}
+        assert differing == {}
     tail = site.cli("site", "outbox", "--since", str(len(events) - 2)).stdout.splitlines()
     assert [json.loads(line)["seq"] for line in tail] == [len(events) - 1, len(events)]
 
