@@ -60,7 +60,8 @@ class AssetCacheRow(Base):
     license: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL, so readers never block the single writer, and a busy timeout instead of errors."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -78,7 +79,7 @@ class Registry:
     def __init__(self, url: str) -> None:
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", sqlite_pragmas)
         Base.metadata.create_all(self.engine)
 
     def close(self) -> None:

@@ -10,22 +10,15 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
 from pipeline.registry import Base as RegistryBase
+from pipeline.registry import sqlite_pragmas
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-
-
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
-    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
 
 
 def open_engine(url: str) -> Engine:
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_pragmas)
     return engine
 
 
