@@ -87,11 +87,13 @@ def workers(site: SiteOption, data_dir: DataDirOption = None, as_json: JsonOptio
 
 @site_app.command("queues")
 def queues(site: SiteOption, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
-    """Per queue: paused, depth, in flight, delayed, dead, completed."""
+    """Per queue: paused, waiting, depth, in flight, delayed, dead, throughput, drain estimate."""
     rows = _client(site, data_dir).queues()
-    _print(rows, as_json, [f"{q['queue']:<18} {'paused' if q['paused'] else 'running':<8} depth {q['depth']:<5} "
-                           f"in flight {q['in_flight']:<4} delayed {q['delayed']:<4} dead {q['dead']:<4} "
-                           f"completed {q['completed']}" for q in rows])
+    _print(rows, as_json, [f"{q['queue']:<18} {'paused' if q['paused'] else 'running':<8} waiting {q['waiting']:<4} "
+                           f"depth {q['depth']:<4} in flight {q['in_flight']:<3} delayed {q['delayed']:<3} "
+                           f"dead {q['dead']:<3} {q['throughput_per_hour']} jobs/h, drains in "
+                           f"{'unknown' if q['drain_eta_s'] is None else str(q['drain_eta_s']) + ' s'}"
+                           for q in rows])
 
 
 def _control(site: str, data_dir: Path | None, action: str, **args: Any) -> None:

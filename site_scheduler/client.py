@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipeline.canonical import digest
@@ -117,17 +117,30 @@ class SiteClient:
         figures = []
         with Session(self.engine) as session:
             rows = {q.name: q for q in session.scalars(select(QueueRow))}
+            waiting = dict(session.execute(
+                select(StageRow.queue, func.count()).join(RunRow, RunRow.run_id == StageRow.run_id)
+                .where(StageRow.status == "waiting", RunRow.status.in_(("queued", "running")))
+                .group_by(StageRow.queue)
+            ).all())
+        now = time.time()
         for queue in QUEUES:
             in_flight = sum(self.redis.scard(key) for key in self.redis.scan_iter(f"{ns}:__acks__.*.{queue}"))
             row = rows.get(queue)
+            depth = self.redis.llen(f"{ns}:{queue}")
+            per_hour = self.redis.zcount(self.keys.completed(queue), now - 3600, now)
+            left = depth + in_flight + waiting.get(queue, 0)
             figures.append({
                 "queue": queue,
                 "paused": bool(row and row.paused),
-                "depth": self.redis.llen(f"{ns}:{queue}"),
+                "waiting": waiting.get(queue, 0),
+                "depth": depth,
                 "in_flight": in_flight,
                 "delayed": self.redis.hlen(f"{ns}:{queue}.DQ.msgs"),
                 "dead": self.redis.zcard(f"{ns}:{queue}.XQ"),
                 "completed": row.completed if row else 0,
+                "throughput_per_hour": per_hour,
+                # At the last hour's rate; None when nothing finished in that hour.
+                "drain_eta_s": round(left * 3600 / per_hour, 1) if per_hour else (0.0 if left == 0 else None),
             })
         return figures
 

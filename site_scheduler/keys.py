@@ -43,6 +43,10 @@ class Keys:
     def drain(self, name: str) -> str:
         return f"{self.namespace}:drain:{name}"
 
+    def completed(self, queue: str) -> str:
+        """Sorted set of the queue's stages finished in the last hour, scored by time."""
+        return f"{self.namespace}:completed:{queue}"
+
     def paused(self, queue: str) -> str:
         return f"{self.namespace}:paused:{queue}"
 

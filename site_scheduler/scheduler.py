@@ -60,6 +60,8 @@ SEND_WINDOW = 4
 #: Among ready stages, which are sent first: the ones others wait on, and long ones early.
 KIND_ORDER = {"voice": 0, "audio": 1, "script": 2, "shotlist": 2, "assets": 2, "render_plan": 2, "shot": 3,
               "probe": 3, "finish": 4}
+#: Throughput is counted over this window (and reported per hour).
+THROUGHPUT_WINDOW_S = 3600
 #: How long an idle scheduler waits before looking at Redis again.
 IDLE_SLEEP_S = 0.05
 #: How often worker heartbeats are mirrored into the workers table.
@@ -336,6 +338,10 @@ class Scheduler:
         queue = session.get(QueueRow, stage.queue)
         if queue is not None and not cached:
             queue.completed += 1
+            now = time.time()
+            key = self.keys.completed(stage.queue)
+            self.redis.zadd(key, {f"{run.run_id}/{stage.stage_id}/{stage.attempts}": now})
+            self.redis.zremrangebyscore(key, 0, now - THROUGHPUT_WINDOW_S)
         if stage.kind == "render_plan":
             self._expand(session, run, self._outputs(session, run.run_id) | {stage.stage_id: outputs})
         elif stage.kind == "finish":

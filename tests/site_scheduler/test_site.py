@@ -41,6 +41,11 @@ def test_a_run_on_two_workers_is_byte_identical_to_cinefleet_render(site: Site, 
     assert {s["worker"] for s in stages if s["kind"] == "shot"} == {"w1", "w2"}, "shots ran on both workers"
     assert {s["queue"] for s in stages} >= {"cpu_queue", "local_ai_queue", "media_queue"}
 
+    queues = {q["queue"]: q for q in json.loads(site.cli("site", "queues", "--json").stdout)}
+    cpu = queues["cpu_queue"]
+    assert cpu["throughput_per_hour"] == sum(1 for s in stages if s["queue"] == "cpu_queue")
+    assert cpu["waiting"] == cpu["depth"] == 0 and cpu["drain_eta_s"] == 0.0
+
     again = json.loads(site.cli("submit", pilot, "--wait", "--json").stdout)
     assert file_sha256(Path(again["episode"])) == file_sha256(episode)
     media = [s for s in again["stages"] if s["kind"] in ("shot", "voice", "audio")]
