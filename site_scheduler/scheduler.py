@@ -117,7 +117,7 @@ class Scheduler:
         """Handle whatever is waiting; returns True when something was done."""
         busy = False
         if time.monotonic() - self._synced > WORKER_SYNC_SECONDS:
-            self._sync_workers()
+            busy = self._sync_workers()
         for source, handle in ((self.keys.controls, self._control), (self.keys.submissions, self._submit)):
             for _ in range(50):
                 if not self._take(source, handle):
@@ -414,10 +414,14 @@ class Scheduler:
 
     # -- workers ---------------------------------------------------------------------------
 
-    def _sync_workers(self) -> None:
-        """Mirror worker heartbeats into the workers table; a worker whose heartbeat expired is offline."""
+    def _sync_workers(self) -> bool:
+        """Mirror worker heartbeats into the workers table; a worker whose heartbeat expired is offline.
+
+        Returns True when stages of a worker that went offline were put back to run again.
+        """
         self._synced = time.monotonic()
         names = sorted(n.decode() for n in self.redis.smembers(self.keys.workers))
+        requeued = False
         with Session(self.engine) as session, session.begin():
             for name in names:
                 beat = {k.decode(): v.decode() for k, v in self.redis.hgetall(self.keys.worker(name)).items()}
@@ -426,6 +430,7 @@ class Scheduler:
                     if row is not None and row.status != "offline":
                         row.status, row.current_job, row.since = "offline", None, time.time()
                         self._emit(session, "worker", row)
+                        requeued |= self._requeue_from(session, name)
                     continue
                 fields = {"host": beat["host"], "pid": int(beat["pid"]), "status": beat["status"],
                           "queues": json.loads(beat["queues"]), "current_job": beat["current_job"] or None,
@@ -439,6 +444,24 @@ class Scheduler:
                     for key, value in fields.items():
                         setattr(row, key, value)
                 self._emit(session, "worker", row)
+        return requeued
+
+    def _requeue_from(self, session: Session, worker: str) -> bool:
+        """Stages a dead worker was running go back to waiting; they are sent again as a new attempt.
+
+        If dramatiq also redelivers the old message, that attempt's result is ignored: the
+        stage's identity fixes its artifact, so whichever attempt finishes, the bytes are the same.
+        """
+        stages = session.scalars(select(StageRow).where(StageRow.worker == worker, StageRow.status == "running"))
+        requeued = False
+        for stage in stages:
+            run = session.get(RunRow, stage.run_id)
+            if run is None or run.status in FINAL_RUN_STATES:
+                continue
+            stage.status, stage.error = "waiting", f"worker {worker} went offline during attempt {stage.attempts}"
+            self._emit(session, "stage", stage)
+            requeued = True
+        return requeued
 
     # -- controls --------------------------------------------------------------------------
 
