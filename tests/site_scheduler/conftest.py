@@ -42,6 +42,7 @@ class Site:
     data_dir: Path
     logs: Path
     scheduler: subprocess.Popen[bytes] | None = None
+    db_url: str | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _client: SiteClient | None = None
 
@@ -56,6 +57,8 @@ class Site:
         (self.data_dir / "site.json").unlink(missing_ok=True)
         log = (self.logs / "scheduler.log").open("ab")
         command = [sys.executable, "-m", "cinefleet", "site", "serve", "--site", SITE, "--data-dir", str(self.data_dir)]
+        if self.db_url:
+            command += ["--db-url", self.db_url]
         self.scheduler = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         _wait_for(lambda: (self.data_dir / "site.json").exists(), START_TIMEOUT_S, "site.json")
 

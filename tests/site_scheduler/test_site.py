@@ -273,3 +273,26 @@ def _cmdline(proc: Path) -> str:
         return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_a_site_on_postgresql_renders_the_same_episode(tmp_path: Path, pilot: Path) -> None:
+    """The same site on a real PostgreSQL server (``--db-url``): migrations, outbox, registry."""
+    require_espeak()
+    from tests.site_scheduler.conftest import Site
+    from tests.site_scheduler.postgres import postgres_cluster
+
+    with postgres_cluster() as url:
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        pg_site = Site(data_dir=tmp_path / "pg-site", logs=logs, db_url=url)
+        pg_site.start_scheduler()
+        try:
+            pg_site.start_worker("w1")
+            run = json.loads(pg_site.cli("submit", pilot, "--wait", "--json").stdout)
+            assert run["status"] == "completed", run
+            assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+            seqs = [json.loads(line)["seq"] for line in pg_site.cli("site", "outbox").stdout.splitlines()]
+            assert seqs == list(range(1, len(seqs) + 1))
+            assert pg_site.client.endpoints.db_url == url
+        finally:
+            pg_site.close()
