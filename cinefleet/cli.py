@@ -6,7 +6,7 @@ blocked publishing (no episode written), 1 any other failure.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -136,13 +136,12 @@ def bench_site(
 
 def _bench_module(name: str) -> ModuleType:
     """Benchmarks live in the source checkout's tests/bench/, beside the tests they extend."""
-    path = Path(__file__).resolve().parents[1] / "tests" / "bench" / f"{name}.py"
-    if not path.is_file():
-        raise _fail(EXIT_FAILED, f"benchmark {name!r} needs a source checkout ({path} not found)")
-    spec = importlib.util.spec_from_file_location(f"cinefleet_bench_{name}", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "tests" / "bench" / f"{name}.py").is_file():
+        raise _fail(EXIT_FAILED, f"benchmark {name!r} needs a source checkout ({root / 'tests' / 'bench'})")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module(f"tests.bench.{name}")
 
 
 def main() -> None:

@@ -76,10 +76,14 @@ def sqlite_url(path: Path) -> str:
 class Registry:
     """Insert-once bookkeeping over any SQLAlchemy database (SQLite by default)."""
 
-    def __init__(self, url: str) -> None:
-        self.engine: Engine = create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", sqlite_pragmas)
+    def __init__(self, url: str | Engine) -> None:
+        """Open ``url``, or share an engine its owner already set up (the site's scheduler does)."""
+        if isinstance(url, Engine):
+            self.engine = url
+        else:
+            self.engine = create_engine(url)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", sqlite_pragmas)
         Base.metadata.create_all(self.engine)
 
     def close(self) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy.engine import Engine
+
 from pipeline.canonical import digest, model_bytes
 from pipeline.models import Versioned
 from pipeline.registry import Registry, sqlite_url
@@ -26,7 +28,7 @@ REGISTRY_FILE = "registry.sqlite"
 
 
 class Workspace:
-    def __init__(self, root: Path, tenant_id: str, site_id: str, registry_url: str | None = None) -> None:
+    def __init__(self, root: Path, tenant_id: str, site_id: str, registry_url: str | Engine | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.store = ArtifactStore(self.root)

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from pipeline.canonical import digest
 from pipeline.documents import load_project
-from pipeline.models.project import ProfileSettings
 from pipeline.stages.assets import open_library
 from pipeline.stages.render_plan import check_profile
 from site_scheduler import outbox
@@ -50,7 +49,6 @@ class SiteClient:
         check_profile(profile)
         loaded = load_project(project)
         open_library(loaded.library, "assets.library", loaded.path)
-        loaded.project.render_profiles.get(profile, ProfileSettings())
         run_id = uuid.uuid4().hex[:16]
         out = out or Path(self.endpoints.data_dir) / "out" / run_id
         request = {"run_id": run_id, "project": str(loaded.path), "out": str(out.resolve()), "profile": profile,

@@ -90,7 +90,7 @@ class Scheduler:
         """A tenant's view of the site store; the scheduler only reads the registry through it."""
         if tenant_id not in self._workspaces:
             self._workspaces[tenant_id] = Workspace(Path(self.endpoints.store), tenant_id, self.site_id,
-                                                    registry_url=self.endpoints.db_url)
+                                                    registry_url=self.engine)
         return self._workspaces[tenant_id]
 
     # -- the loop --------------------------------------------------------------------------

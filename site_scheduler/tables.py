@@ -96,7 +96,7 @@ class OutboxRow(Base):
     row: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
-#: The replicated tables by outbox entity name, with their primary-key columns.
+#: The tables the outbox replicates, by entity name (registry rows travel too but are not replayed).
 REPLICATED: dict[str, type[Base]] = {
     "run": RunRow,
     "stage": StageRow,

@@ -29,6 +29,7 @@ from dramatiq.brokers.redis import RedisBroker
 from pipeline.render import RenderRequest, render
 from site_scheduler.client import SiteClient
 from site_scheduler.config import read_endpoints
+from tests.bench.render import reference_project
 
 SITE = "bench"
 
@@ -46,16 +47,6 @@ def _wait(check: Any, timeout: float, what: str) -> Any:
             return value
         time.sleep(0.01)
     raise SystemExit(f"timed out waiting for {what}")
-
-
-def _reference_project() -> Any:
-    """The render benchmark's reference project writer (loaded by path: tests/ is not installed)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("cinefleet_bench_render", Path(__file__).with_name("render.py"))
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module.reference_project
 
 
 def _plain_dramatiq(url: str, count: int) -> float:
@@ -107,7 +98,7 @@ def run_benchmark(workdir: Path | None = None, stages: int = 1000, shots: int = 
         print(f"          {stages} no-op messages, plain dramatiq {plain_rate:8.0f} msgs/s   ({plain_s:.2f} s)")
         print(f"          ratio site/plain = {site_rate / plain_rate:.2f}   (targets: ≥ 1000 stages/s, ratio ≥ 0.2)")
 
-        project = _reference_project()(folder / "project", shots)
+        project = reference_project(folder / "project", shots)
         began = time.perf_counter()
         render(RenderRequest(project=project, out=folder / "render-out", store=folder / "render-store", workers=2))
         render_s = time.perf_counter() - began
