@@ -432,7 +432,8 @@ class Scheduler:
                         self._emit(session, "worker", row)
                         requeued |= self._requeue_from(session, name)
                     continue
-                fields = {"host": beat["host"], "pid": int(beat["pid"]), "status": beat["status"],
+                status = _intended_status(beat["status"], draining=bool(self.redis.exists(self.keys.drain(name))))
+                fields = {"host": beat["host"], "pid": int(beat["pid"]), "status": status,
                           "queues": json.loads(beat["queues"]), "current_job": beat["current_job"] or None,
                           "since": float(beat["since"])}
                 if row is None:
@@ -479,3 +480,14 @@ class Scheduler:
                 reply = {"ok": False, "message": f"internal error: {exc!r}"}
         self.redis.rpush(self.keys.reply(request["id"]), json.dumps(reply))
         self.redis.expire(self.keys.reply(request["id"]), 60)
+
+
+def _intended_status(reported: str, *, draining: bool) -> str:
+    """A worker's status as the operator's last drain control makes it.
+
+    A heartbeat can predate the control (it is published every half second), so a stale
+    "drained" must not undo an undrain the scheduler already applied, nor a stale "idle" a drain.
+    """
+    if draining:
+        return {"idle": "draining", "active": "draining"}.get(reported, reported)
+    return {"drained": "idle", "draining": "active"}.get(reported, reported)
