@@ -1,0 +1,1 @@
+"""Cross-process contracts as .proto files with their generated Python (regenerate: scripts/gen_protos)."""
