@@ -160,6 +160,8 @@ def worker(
     queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = "cpu_queue,local_ai_queue,"
     "media_queue,external_ai_queue",
     name: Annotated[str | None, typer.Option(help="Worker name (default host-pid).")] = None,
+    host: Annotated[str | None, typer.Option(help="Host id the worker reports (default: the machine's "
+                                             "name); the ops agent sets its own.")] = None,
 ) -> None:
     """Run one worker process for the site's stages."""
     from site_scheduler.keys import QUEUES
@@ -173,7 +175,7 @@ def worker(
         endpoints = read_endpoints(site, data_dir or default_data_dir(site))
     except SiteError as exc:
         raise _fail(EXIT_FAILED, str(exc)) from None
-    run_worker(endpoints, chosen, name or f"{socket.gethostname()}-{os.getpid()}")
+    run_worker(endpoints, chosen, name or f"{host or socket.gethostname()}-{os.getpid()}", host)
 
 
 def submit(

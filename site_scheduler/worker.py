@@ -53,12 +53,12 @@ def _children(pid: int) -> list[int]:
 class WorkerState:
     """What this worker is doing, shared by the actor, the middleware and the heartbeat."""
 
-    def __init__(self, name: str, keys: Keys, client: redis.Redis, queues: list[str]) -> None:
+    def __init__(self, name: str, keys: Keys, client: redis.Redis, queues: list[str], host: str) -> None:
         self.name = name
         self.keys = keys
         self.redis = client
         self.queues = queues
-        self.host = socket.gethostname()
+        self.host = host
         self.current: dict[str, Any] | None = None
         self.status = "idle"
         self.since = time.time()
@@ -171,10 +171,10 @@ def _watch_once(state: WorkerState) -> None:
     state.beat()
 
 
-def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str) -> None:
+def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str | None = None) -> None:
     client = redis.Redis.from_url(endpoints.redis_url)
     keys = Keys(endpoints.namespace)
-    state = WorkerState(name, keys, client, queues)
+    state = WorkerState(name, keys, client, queues, host or socket.gethostname())
     broker, _ = make_broker(endpoints.redis_url, endpoints.namespace, make_handler(state, endpoints),
                             middleware=[SiteControls(state)])
     stop = threading.Event()
