@@ -106,10 +106,15 @@ def _control(site: str, data_dir: Path | None, action: str, **args: Any) -> None
         raise _fail(EXIT_FAILED, str(exc)) from None
 
 
+DeadlineOption = Annotated[float | None, typer.Option(
+    help="Seconds in-flight jobs may still run; then they are requeued on another worker.")]
+
+
 @site_app.command("drain-worker")
-def drain_worker(name: str, site: SiteOption, data_dir: DataDirOption = None) -> None:
-    """Stop NAME taking new jobs; its job in flight finishes."""
-    _control(site, data_dir, "drain-worker", worker=name)
+def drain_worker(name: str, site: SiteOption, data_dir: DataDirOption = None,
+                 deadline: DeadlineOption = None) -> None:
+    """Stop NAME taking new jobs; its job in flight finishes (or is requeued after the deadline, default 1 h)."""
+    _control(site, data_dir, "drain-worker", worker=name, **({} if deadline is None else {"deadline": deadline}))
 
 
 @site_app.command("undrain-worker")
@@ -119,9 +124,10 @@ def undrain_worker(name: str, site: SiteOption, data_dir: DataDirOption = None) 
 
 
 @site_app.command("restart-worker")
-def restart_worker(name: str, site: SiteOption, data_dir: DataDirOption = None) -> None:
-    """Drain, restart and undrain a worker (not built yet: refused with the manual steps)."""
-    _control(site, data_dir, "restart-worker", worker=name)
+def restart_worker(name: str, site: SiteOption, data_dir: DataDirOption = None,
+                   deadline: DeadlineOption = None) -> None:
+    """Drain NAME (deadline default 30 s), then replace its process with a fresh one; nothing is lost."""
+    _control(site, data_dir, "restart-worker", worker=name, **({} if deadline is None else {"deadline": deadline}))
 
 
 @site_app.command("pause-queue")

@@ -7,6 +7,8 @@ Workers learn of a pause, drain or cancellation through Redis keys set here.
 
 from __future__ import annotations
 
+import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -20,6 +22,17 @@ if TYPE_CHECKING:
     from site_scheduler.scheduler import Scheduler
 
 HOST_STATES = ("healthy", "degraded", "offline")
+#: How long a drained worker's in-flight jobs may run before they are requeued elsewhere.
+DRAIN_DEADLINE_S = 3600.0
+#: A restart drains first, with this shorter deadline.
+RESTART_DEADLINE_S = 30.0
+
+
+def _deadline(args: dict[str, Any], default: float) -> float:
+    value = args.get("deadline", default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 7 * 24 * 3600:
+        raise ControlRefused(f"deadline {value!r}: expected seconds between 0 and 604800")
+    return float(value)
 
 
 def _queue(session: Session, name: str) -> QueueRow:
@@ -87,19 +100,38 @@ def apply_control(scheduler: Scheduler, session: Session, action: str, args: dic
         emit(session, "run", run)
         return f"stage {stage.stage_id} of run {run.run_id} re-enqueued with identity {stage.identity[:12]}"
     if action in ("drain-worker", "undrain-worker"):
+        deadline = _deadline(args, DRAIN_DEADLINE_S)
         worker = _worker(session, args["worker"])
         if action == "drain-worker":
             if worker.status in ("draining", "drained"):
                 raise ControlRefused(f"worker {worker.name} is already {worker.status}")
-            r.set(keys.drain(worker.name), str(args.get("deadline", 3600)))
+            r.set(keys.drain(worker.name), json.dumps({"until": time.time() + deadline}))
             worker.status = "draining"
         else:
             if worker.status not in ("draining", "drained"):
                 raise ControlRefused(f"worker {worker.name} is {worker.status}, not draining or drained")
+            if r.exists(keys.restart(worker.name)):
+                raise ControlRefused(f"worker {worker.name} is restarting; it takes work again once it is back")
             r.delete(keys.drain(worker.name))
             worker.status = "idle"
         emit(session, "worker", worker)
         return f"worker {worker.name} {worker.status}"
+    if action == "restart-worker":
+        deadline = _deadline(args, RESTART_DEADLINE_S)
+        worker = _worker(session, args["worker"])
+        if worker.status == "offline":
+            raise ControlRefused(f"worker {worker.name} is offline: no process to restart; start one")
+        if r.exists(keys.restart(worker.name)):
+            raise ControlRefused(f"worker {worker.name} is already restarting")
+        # A drained worker comes back drained; any other comes back taking work.
+        undrain = worker.status not in ("draining", "drained")
+        if undrain:
+            r.set(keys.drain(worker.name), json.dumps({"until": time.time() + deadline}))
+        r.set(keys.restart(worker.name), json.dumps({"undrain": undrain}))
+        worker.status = "draining"
+        emit(session, "worker", worker)
+        return (f"worker {worker.name} restarting: draining (in-flight work requeued after {deadline:g} s), "
+                f"then a fresh process{'' if undrain else ' that stays drained'}")
     if action == "mark-host":
         if args["state"] not in HOST_STATES:
             raise ControlRefused(f"host state {args['state']!r}: expected one of {', '.join(HOST_STATES)}")
@@ -113,6 +145,4 @@ def apply_control(scheduler: Scheduler, session: Session, action: str, args: dic
         emit(session, "host", host)
         r.set(keys.host_state(host.host), host.state)
         return f"host {host.host} marked {host.state}"
-    if action == "restart-worker":
-        raise ControlRefused("restart-worker is not built yet; drain the worker, restart its process, undrain it")
     raise ControlRefused(f"unknown control {action!r}")

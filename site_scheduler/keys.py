@@ -41,7 +41,16 @@ class Keys:
         return f"{self.namespace}:worker:{name}"
 
     def drain(self, name: str) -> str:
+        """Set while a worker drains; holds ``{"until": unix seconds}``, its deadline."""
         return f"{self.namespace}:drain:{name}"
+
+    def restart(self, name: str) -> str:
+        """Set while a worker restarts; holds ``{"undrain": bool}``: whether it comes back taking work."""
+        return f"{self.namespace}:restart:{name}"
+
+    def abandon(self, name: str) -> str:
+        """Set of ``run/stage/attempt`` a worker must stop: the drain deadline passed and they run elsewhere."""
+        return f"{self.namespace}:abandon:{name}"
 
     def completed(self, queue: str) -> str:
         """Sorted set of the queue's stages finished in the last hour, scored by time."""

@@ -1,7 +1,8 @@
 """The outbox: every replicated change, numbered without gaps in commit order.
 
 The scheduler is the site database's only writer, so the next number is the current maximum
-plus one, taken inside the same transaction as the change it describes. Shipping it to the
+plus one, taken inside the same transaction as the change it describes (read once per
+transaction, then counted on). Shipping it to the
 control plane comes with the control plane; :func:`replay` is how a reader rebuilds the
 site's tables from it.
 """
@@ -11,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import event as orm_event
+from sqlalchemy import func, inspect, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from site_scheduler.tables import REPLICATED, Base, OutboxRow, row_dict
 
@@ -21,12 +23,22 @@ def _key(row: Base) -> list[str]:
     return [str(getattr(row, column.name)) for column in type(row).__table__.primary_key.columns]
 
 
+_NEXT_SEQ = "cinefleet.outbox.next_seq"
+
+
+@orm_event.listens_for(Session, "after_transaction_end")
+def _forget_next_seq(session: Session, transaction: SessionTransaction) -> None:
+    """A rolled-back transaction's numbers were never used: the next one reads the maximum again."""
+    session.info.pop(_NEXT_SEQ, None)
+
+
 def append(session: Session, entity: str, row: Base, *, site_id: str, tenant_id: str, op: str = "upsert") -> int:
-    session.flush()
-    seq = (session.scalar(select(func.max(OutboxRow.seq))) or 0) + 1
+    if inspect(row).pending:
+        session.flush()  # column defaults are filled in at flush; the event must carry them
+    seq = session.info.get(_NEXT_SEQ) or (session.scalar(select(func.max(OutboxRow.seq))) or 0) + 1
+    session.info[_NEXT_SEQ] = seq + 1
     session.add(OutboxRow(seq=seq, site_id=site_id, tenant_id=tenant_id, entity=entity, key=_key(row), op=op,
                           row=row_dict(row)))
-    session.flush()
     return seq
 
 

@@ -53,17 +53,25 @@ QUEUE_OF = {
     "finish": "cpu_queue",
 }
 FINAL_RUN_STATES = ("completed", "failed", "blocked", "cancelled")
-#: Messages a queue may hold that no worker has started. Keeping the queue short lets a stage
-#: that becomes ready late (the audio mix, once its voices are done) start next instead of
-#: behind every shot, and keeps a pause or a cancellation from finding a long backlog.
-SEND_WINDOW = 4
+#: Messages a queue may hold that no worker has started, counted in estimated seconds of work.
+#: Keeping the queue short lets a stage that becomes ready late (the audio mix, once its voices
+#: are done) start next instead of behind every shot, and keeps a pause or a cancellation from
+#: finding a long backlog; cheap stages may queue deeper, so a burst of them is not throttled
+#: by the round trip of each.
+QUEUED_WORK_S = 2.0
+#: However cheap or dear the stages, a queue may hold this many (so two workers never starve)...
+SEND_WINDOW_MIN = 4
+#: ... and never more than this many.
+SEND_WINDOW_MAX = 512
+#: What a stage of a kind never seen finishing is assumed to cost.
+DEFAULT_STAGE_COST_S = 1.0
 #: Among ready stages, which are sent first: the ones others wait on, and long ones early.
 KIND_ORDER = {"voice": 0, "audio": 1, "script": 2, "shotlist": 2, "assets": 2, "render_plan": 2, "shot": 3,
               "probe": 3, "finish": 4}
 #: Throughput is counted over this window (and reported per hour).
 THROUGHPUT_WINDOW_S = 3600
-#: How long an idle scheduler waits before looking at Redis again.
-IDLE_SLEEP_S = 0.05
+#: How long an idle scheduler waits for a result before looking at controls and submissions again.
+IDLE_WAIT_S = 0.05
 #: How often worker heartbeats are mirrored into the workers table.
 WORKER_SYNC_SECONDS = 0.5
 FINISHED_STAGE_STATES = ("done", "skipped", "cancelled")
@@ -79,6 +87,9 @@ class Scheduler:
         self.broker, self.actors = make_broker(endpoints.redis_url, endpoints.namespace)
         self._workspaces: dict[str, Workspace] = {}
         self._synced = 0.0
+        self._cost: dict[str, float] = {}  # kind -> moving average of a stage's run time
+        self._woken_by: bytes | None = None  # a result taken while waiting, not yet applied
+        self._completed: dict[str, list[str]] = {}  # queue -> stages finished in this batch, for throughput
         with Session(engine) as session, session.begin():
             for queue in QUEUES:
                 if session.get(QueueRow, queue) is None:
@@ -106,7 +117,7 @@ class Scheduler:
                         pass
                     recovered = True
                 if not self.step():
-                    time.sleep(IDLE_SLEEP_S)
+                    self._wait_for_result()
             except redis.exceptions.ConnectionError:
                 if supervise is not None and not supervise.alive():
                     log.warning("the site's redis-server died; restarting it on port %s", supervise.port)
@@ -130,23 +141,47 @@ class Scheduler:
             pass
         return True
 
+    def _wait_for_result(self) -> None:
+        """Sleep until a worker reports, or briefly: a result is what most often makes work."""
+        processing = self.keys.processing(self.keys.results)
+        self._woken_by = self.redis.blmove(self.keys.results, processing, IDLE_WAIT_S, "LEFT", "RIGHT")
+
     def _take_results(self, most: int = 500) -> bool:
         """Apply waiting results in one transaction (the same reliable hand-over as :meth:`_take`)."""
         processing = self.keys.processing(self.keys.results)
-        taken = []
-        while len(taken) < most:
-            raw = self.redis.lmove(self.keys.results, processing, "LEFT", "RIGHT")
-            if raw is None:
-                break
-            taken.append(raw)
+        taken = [] if self._woken_by is None else [self._woken_by]
+        self._woken_by = None
+        pipe = self.redis.pipeline(transaction=False)
+        for _ in range(most - len(taken)):
+            pipe.lmove(self.keys.results, processing, "LEFT", "RIGHT")
+        taken += [raw for raw in pipe.execute() if raw is not None]
         if not taken:
             return False
-        with Session(self.engine) as session, session.begin():
-            for raw in taken:
-                self._result(session, json.loads(raw))
-        pipe = self.redis.pipeline()
+        self._completed.clear()
+        results = [json.loads(raw) for raw in taken]
+        with Session(self.engine) as session, session.begin(), session.no_autoflush:
+            # One query loads the batch's stages and runs; each result then finds its rows in the
+            # session instead of asking the database (and flushing) once per result.
+            wanted = {(r["run_id"], r["stage_id"]) for r in results}
+            for run_id in {run_id for run_id, _ in wanted}:
+                session.get(RunRow, run_id)
+            stage_ids = [stage_id for _, stage_id in wanted]
+            for chunk in range(0, len(stage_ids), 400):
+                session.scalars(select(StageRow).where(
+                    StageRow.run_id.in_({run_id for run_id, _ in wanted}),
+                    StageRow.stage_id.in_(stage_ids[chunk:chunk + 400]))).all()
+            probed: set[str] = set()
+            for result in results:
+                self._result(session, result, probed)
+            for run_id in probed:
+                self._complete_probe_run(session, run_id)
+        pipe = self.redis.pipeline(transaction=False)
         for raw in taken:
             pipe.lrem(processing, 1, raw)
+        now = time.time()
+        for queue, members in self._completed.items():
+            pipe.zadd(self.keys.completed(queue), dict.fromkeys(members, now))
+            pipe.zremrangebyscore(self.keys.completed(queue), 0, now - THROUGHPUT_WINDOW_S)
         pipe.execute()
         return True
 
@@ -215,9 +250,12 @@ class Scheduler:
             waiting = session.scalars(
                 select(StageRow).where(StageRow.status == "waiting", StageRow.run_id.in_(runs))
             ).all()
-            in_queue = dict(session.execute(
-                select(StageRow.queue, func.count()).where(StageRow.status == "queued").group_by(StageRow.queue)
-            ).all())
+            queued: dict[str, list[float]] = {}
+            for queue, kind, count in session.execute(
+                select(StageRow.queue, StageRow.kind, func.count()).where(StageRow.status == "queued")
+                .group_by(StageRow.queue, StageRow.kind)
+            ):
+                queued.setdefault(queue, []).extend([self._cost_of(kind)] * count)
             outputs: dict[str, dict[str, dict[str, Any]]] = {}
             for stage in sorted(waiting, key=lambda s: KIND_ORDER.get(s.kind, 9)):
                 run = runs[stage.run_id]
@@ -226,15 +264,31 @@ class Scheduler:
                 done = outputs[run.run_id]
                 if any(need not in done for need in stage.depends_on) or stage.queue in paused:
                     continue
-                if in_queue.get(stage.queue, 0) >= SEND_WINDOW:
+                ahead = queued.setdefault(stage.queue, [])
+                if not self._room(ahead, self._cost_of(stage.kind)):
                     continue
-                in_queue[stage.queue] = in_queue.get(stage.queue, 0) + 1
                 self._send(session, run, stage, done)
                 if stage.status == "done":  # finished from the cache: its dependants may go now
                     done[stage.stage_id] = stage.outputs
-                    in_queue[stage.queue] -= 1
+                else:
+                    ahead.append(self._cost_of(stage.kind))
                 sent = True
         return sent
+
+    @staticmethod
+    def _room(ahead: list[float], cost: float) -> bool:
+        """May one more stage of this cost join a queue holding unstarted stages of these costs?"""
+        if len(ahead) < SEND_WINDOW_MIN:
+            return True
+        return len(ahead) < SEND_WINDOW_MAX and sum(ahead) + cost <= QUEUED_WORK_S
+
+    def _cost_of(self, kind: str) -> float:
+        return self._cost.get(kind, DEFAULT_STAGE_COST_S)
+
+    def _observe_cost(self, kind: str, seconds: float) -> None:
+        """Learn how long a kind of stage takes, from what workers report (a moving average)."""
+        known = self._cost.get(kind)
+        self._cost[kind] = seconds if known is None else 0.8 * known + 0.2 * seconds
 
     def _outputs(self, session: Session, run_id: str) -> dict[str, dict[str, Any]]:
         stages = session.scalars(select(StageRow).where(StageRow.run_id == run_id, StageRow.status == "done"))
@@ -287,7 +341,7 @@ class Scheduler:
 
     # -- results ---------------------------------------------------------------------------
 
-    def _result(self, session: Session, result: dict[str, Any]) -> None:
+    def _result(self, session: Session, result: dict[str, Any], probed: set[str]) -> None:
         stage = session.get(StageRow, (result["run_id"], result["stage_id"]))
         run = session.get(RunRow, result["run_id"])
         if stage is None or run is None:
@@ -300,9 +354,13 @@ class Scheduler:
             stage.status, stage.worker = "running", result.get("worker")
             self._emit(session, "stage", stage)
         elif status == "done":
+            if "seconds" in result:
+                self._observe_cost(stage.kind, float(result["seconds"]))
             self._record_rows(session, run, result.get("rows", {}))
             stage.worker = result.get("worker")
             self._finish_stage(session, run, stage, result["outputs"])
+            if stage.kind == "probe":
+                probed.add(run.run_id)
         elif status == "cancelled":
             stage.status = "cancelled"
             self._emit(session, "stage", stage)
@@ -338,20 +396,21 @@ class Scheduler:
         queue = session.get(QueueRow, stage.queue)
         if queue is not None and not cached:
             queue.completed += 1
-            now = time.time()
-            key = self.keys.completed(stage.queue)
-            self.redis.zadd(key, {f"{run.run_id}/{stage.stage_id}/{stage.attempts}": now})
-            self.redis.zremrangebyscore(key, 0, now - THROUGHPUT_WINDOW_S)
+            self._completed.setdefault(stage.queue, []).append(f"{run.run_id}/{stage.stage_id}/{stage.attempts}")
         if stage.kind == "render_plan":
             self._expand(session, run, self._outputs(session, run.run_id) | {stage.stage_id: outputs})
         elif stage.kind == "finish":
             self._publish(session, run, outputs)
-        elif stage.kind == "probe":
-            left = session.scalars(select(StageRow.stage_id).where(StageRow.run_id == run.run_id,
-                                                                   StageRow.status != "done").limit(1)).first()
-            if left is None:
-                run.status = "completed"
-                self._emit(session, "run", run)
+
+    def _complete_probe_run(self, session: Session, run_id: str) -> None:
+        """A probe run is complete once every one of its no-op stages is done."""
+        session.flush()
+        left = session.scalars(select(StageRow.stage_id).where(StageRow.run_id == run_id,
+                                                               StageRow.status != "done").limit(1)).first()
+        run = session.get(RunRow, run_id)
+        if left is None and run is not None and run.status not in FINAL_RUN_STATES:
+            run.status = "completed"
+            self._emit(session, "run", run)
 
     def _expand(self, session: Session, run: RunRow, done: dict[str, dict[str, Any]]) -> None:
         """Once the plan exists, add a stage per voice line and per shot, the mix and the finish."""
@@ -430,12 +489,15 @@ class Scheduler:
                     if row is not None and row.status != "offline":
                         row.status, row.current_job, row.since = "offline", None, time.time()
                         self._emit(session, "worker", row)
-                        requeued |= self._requeue_from(session, name)
+                        requeued |= self._requeue_from(session, name, "it went offline")
                     continue
-                status = _intended_status(beat["status"], draining=bool(self.redis.exists(self.keys.drain(name))))
+                drain = self.redis.get(self.keys.drain(name))
+                status = _intended_status(beat["status"], draining=drain is not None)
                 fields = {"host": beat["host"], "pid": int(beat["pid"]), "status": status,
                           "queues": json.loads(beat["queues"]), "current_job": beat["current_job"] or None,
-                          "since": float(beat["since"])}
+                          "since": float(beat["since"]), "started_at": float(beat.get("started_at") or 0) or None}
+                if drain is not None and time.time() > json.loads(drain)["until"]:
+                    requeued |= self._requeue_from(session, name, "its drain deadline passed")
                 if row is None:
                     row = WorkerRow(name=name, site_id=self.site_id, **fields)
                     session.add(row)
@@ -447,11 +509,12 @@ class Scheduler:
                 self._emit(session, "worker", row)
         return requeued
 
-    def _requeue_from(self, session: Session, worker: str) -> bool:
-        """Stages a dead worker was running go back to waiting; they are sent again as a new attempt.
+    def _requeue_from(self, session: Session, worker: str, why: str) -> bool:
+        """Stages a worker was running go back to waiting; they are sent again as a new attempt.
 
-        If dramatiq also redelivers the old message, that attempt's result is ignored: the
-        stage's identity fixes its artifact, so whichever attempt finishes, the bytes are the same.
+        The worker is told to abandon the old attempt (its subprocesses are killed), and if
+        dramatiq redelivers the old message, that attempt's result is ignored: the stage's
+        identity fixes its artifact, so whichever attempt finishes, the bytes are the same.
         """
         stages = session.scalars(select(StageRow).where(StageRow.worker == worker, StageRow.status == "running"))
         requeued = False
@@ -459,7 +522,10 @@ class Scheduler:
             run = session.get(RunRow, stage.run_id)
             if run is None or run.status in FINAL_RUN_STATES:
                 continue
-            stage.status, stage.error = "waiting", f"worker {worker} went offline during attempt {stage.attempts}"
+            self.redis.sadd(self.keys.abandon(worker), f"{stage.run_id}/{stage.stage_id}/{stage.attempts}")
+            self.redis.expire(self.keys.abandon(worker), 24 * 3600)
+            stage.status = "waiting"
+            stage.error = f"requeued from worker {worker}: {why} during attempt {stage.attempts}"
             self._emit(session, "stage", stage)
             requeued = True
         return requeued

@@ -7,6 +7,7 @@ history in commit order.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from typing import Any
 
@@ -65,6 +66,7 @@ class WorkerRow(Base):
     queues: Mapped[list[str]] = mapped_column(JSON)
     current_job: Mapped[str | None] = mapped_column(String(160), nullable=True)
     since: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # the process image's start
 
 
 class QueueRow(Base):
@@ -109,4 +111,6 @@ REPLICATED: dict[str, type[Base]] = {
 def row_dict(row: Base) -> dict[str, Any]:
     """A row as JSON-ready values (timestamps as ISO 8601 text)."""
     values = {column.name: getattr(row, column.name) for column in type(row).__table__.columns}
-    return {key: value.isoformat() if isinstance(value, dt.datetime) else value for key, value in values.items()}
+    # JSON values are copied: the snapshot must not follow later changes made in place.
+    return {key: value.isoformat() if isinstance(value, dt.datetime)
+            else copy.deepcopy(value) if isinstance(value, dict | list) else value for key, value in values.items()}

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -29,6 +31,8 @@ from site_scheduler.config import SiteEndpoints
 from site_scheduler.errors import SiteError
 from site_scheduler.execute import run_stage
 from site_scheduler.keys import Keys
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 0.5
 HEARTBEAT_TTL_SECONDS = 10
@@ -61,8 +65,9 @@ class WorkerState:
         self.host = host
         self.current: dict[str, Any] | None = None
         self.status = "idle"
-        self.since = time.time()
+        self.since = self.started_at = time.time()
         self.lock = threading.Lock()
+        self.restarting = False
 
     def set_status(self, status: str) -> None:
         with self.lock:
@@ -71,11 +76,24 @@ class WorkerState:
 
     def refused(self) -> str | None:
         """Why this worker must not start a new job now, if it must not."""
-        if self.redis.exists(self.keys.drain(self.name)):
-            return "draining"
-        state = self.redis.get(self.keys.host_state(self.host))
-        if state is not None and state.decode() != "healthy":
-            return f"host {state.decode()}"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(self.keys.drain(self.name))
+        pipe.get(self.keys.host_state(self.host))
+        draining, host_state = pipe.execute()
+        return _refusal(bool(draining), host_state)
+
+    def gate(self, run_id: str, queue: str) -> str | None:
+        """Before a message runs, in one round trip: "skip" (its run is cancelled), "defer" or None."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(self.keys.cancelled(run_id))
+        pipe.exists(self.keys.paused(queue))
+        pipe.exists(self.keys.drain(self.name))
+        pipe.get(self.keys.host_state(self.host))
+        cancelled, paused, draining, host_state = pipe.execute()
+        if cancelled:
+            return "skip"
+        if paused or _refusal(bool(draining), host_state):
+            return "defer"
         return None
 
     def beat(self) -> None:
@@ -84,6 +102,7 @@ class WorkerState:
             record = {
                 "name": self.name, "host": self.host, "pid": os.getpid(), "status": self.status,
                 "queues": json.dumps(self.queues), "since": self.since, "heartbeat": time.time(),
+                "started_at": self.started_at,
                 "current_job": f"{job['run_id']}/{job['stage_id']}" if job else "",
             }
         pipe = self.redis.pipeline()
@@ -100,13 +119,19 @@ class SiteControls(Middleware):
         self.state = state
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
-        payload = message.kwargs["payload"]
-        state = self.state
-        if state.redis.exists(state.keys.cancelled(payload["run_id"])):
-            raise SkipMessage()
-        if state.redis.exists(state.keys.paused(message.queue_name)) or state.refused():
+        verdict = self.state.gate(message.kwargs["payload"]["run_id"], message.queue_name)
+        if verdict == "defer":
             broker.enqueue(message.copy(), delay=DEFER_MS)
+        if verdict is not None:
             raise SkipMessage()
+
+
+def _refusal(draining: bool, host_state: bytes | None) -> str | None:
+    if draining:
+        return "draining"
+    if host_state is not None and host_state.decode() != "healthy":
+        return f"host {host_state.decode()}"
+    return None
 
 
 def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
@@ -117,10 +142,11 @@ def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
             state.current = payload
         state.set_status("active")
         _report(state, {**result, "status": "started"})
+        began = time.monotonic()
         try:
             done = run_stage(Path(endpoints.store), endpoints.site_id, payload["tenant_id"], payload["kind"],
                              payload["args"])
-            result |= {"status": "done", **done}
+            result |= {"status": "done", "seconds": round(time.monotonic() - began, 4), **done}
         except GateBlocked as blocked:
             result |= {"status": "blocked", "error": str(blocked)}
         except (PipelineError, OSError, ValueError, KeyError) as error:
@@ -151,24 +177,52 @@ def _report(state: WorkerState, result: dict[str, Any]) -> None:
 
 
 def _watch(state: WorkerState, stop: threading.Event) -> None:
-    """Heartbeat, drain status, and killing a cancelled run's subprocesses."""
+    """Heartbeat, drain status, stopping abandoned or cancelled work, and asking for a restart."""
     while not stop.is_set():
         with contextlib.suppress(redis.exceptions.ConnectionError):  # Redis restarting: try next beat
-            _watch_once(state)
+            _watch_once(state, stop)
         stop.wait(HEARTBEAT_SECONDS)
 
 
-def _watch_once(state: WorkerState) -> None:
+def _watch_once(state: WorkerState, stop: threading.Event) -> None:
     job = state.current
-    if job and state.redis.exists(state.keys.cancelled(job["run_id"])):
+    if job and _must_stop(state, job):
         for pid in reversed(_children(os.getpid())):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     if state.refused() == "draining":
         state.set_status("drained" if job is None else "draining")
+        if job is None and state.redis.exists(state.keys.restart(state.name)):
+            state.restarting = True
+            stop.set()  # the main thread stops consuming, then replaces this process
     elif state.status in ("draining", "drained"):
         state.set_status("idle" if job is None else "active")
     state.beat()
+
+
+def _must_stop(state: WorkerState, job: dict[str, Any]) -> bool:
+    """The job's run was cancelled, or the drain deadline passed and the stage now runs elsewhere."""
+    pipe = state.redis.pipeline(transaction=False)
+    pipe.exists(state.keys.cancelled(job["run_id"]))
+    pipe.sismember(state.keys.abandon(state.name), f"{job['run_id']}/{job['stage_id']}/{job['attempt']}")
+    return any(pipe.execute())
+
+
+def _restart(state: WorkerState) -> None:
+    """Replace this process with a fresh one of the same command line (same pid, new interpreter).
+
+    The worker has stopped consuming and requeued anything prefetched, so nothing is lost; the
+    restart key goes first, so the new process does not restart again.
+    """
+    raw = state.redis.get(state.keys.restart(state.name))
+    undrain = raw is None or json.loads(raw).get("undrain", True)
+    pipe = state.redis.pipeline()
+    pipe.delete(state.keys.restart(state.name), state.keys.abandon(state.name))
+    if undrain:
+        pipe.delete(state.keys.drain(state.name))
+    pipe.execute()
+    log.info("worker %s restarting as a fresh process", state.name)
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str | None = None) -> None:
@@ -191,7 +245,10 @@ def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str
         stop.wait()
     finally:
         worker.stop(timeout=600_000)
-        state.set_status("offline")
-        with contextlib.suppress(redis.exceptions.ConnectionError):
-            state.beat()
+        if not state.restarting:
+            state.set_status("offline")
+            with contextlib.suppress(redis.exceptions.ConnectionError):
+                state.beat()
         broker.close()
+    if state.restarting:
+        _restart(state)

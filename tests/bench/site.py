@@ -72,7 +72,48 @@ def _plain_dramatiq(url: str, count: int) -> float:
     return elapsed
 
 
-def run_benchmark(workdir: Path | None = None, stages: int = 1000, shots: int = 40) -> dict[str, float]:
+PARTS = ("dispatch", "episode", "drain")
+
+
+def _dispatch(client: SiteClient, redis_url: str, stages: int) -> dict[str, float]:
+    plain_s = _plain_dramatiq(redis_url, stages)
+    began = time.perf_counter()
+    client.wait(client.submit_probe(stages), timeout=600, poll=0.05)
+    site_s = time.perf_counter() - began
+    plain_rate, site_rate = stages / plain_s, stages / site_s
+    print(f"dispatch: {stages} no-op stages through the site  {site_rate:8.0f} stages/s ({site_s:.2f} s)")
+    print(f"          {stages} no-op messages, plain dramatiq {plain_rate:8.0f} msgs/s   ({plain_s:.2f} s)")
+    print(f"          ratio site/plain = {site_rate / plain_rate:.2f}   (targets: ≥ 1000 stages/s, ratio ≥ 0.2)")
+    return {"site_rate": site_rate, "plain_rate": plain_rate}
+
+
+def _episode(client: SiteClient, folder: Path, shots: int) -> dict[str, float]:
+    project = reference_project(folder / "project", shots)
+    began = time.perf_counter()
+    render(RenderRequest(project=project, out=folder / "render-out", store=folder / "render-store", workers=2))
+    render_s = time.perf_counter() - began
+    began = time.perf_counter()
+    run = client.wait(client.submit(project, folder / "site-out"), timeout=1200, poll=0.1)
+    site_render_s = time.perf_counter() - began
+    same = (folder / "render-out" / "episode.mp4").read_bytes() == Path(run["episode"]).read_bytes()
+    print(f"episode:  cinefleet render {render_s:6.1f} s   site, two workers {site_render_s:6.1f} s   "
+          f"ratio {site_render_s / render_s:.2f}   (target ≤ 1.15)   identical bytes: {same}")
+    return {"render_s": render_s, "site_render_s": site_render_s}
+
+
+def _drain(client: SiteClient) -> dict[str, float]:
+    began = time.perf_counter()
+    client.control("drain-worker", worker="w1")
+    refusing_s = time.perf_counter() - began
+    _wait(lambda: any(w["name"] == "w1" and w["status"] == "drained" for w in client.workers()), 10, "drained")
+    drained_s = time.perf_counter() - began
+    print(f"drain:    refusing new work after {refusing_s * 1000:.0f} ms, reported drained after "
+          f"{drained_s * 1000:.0f} ms   (target ≤ 1 s)")
+    return {"refusing_s": refusing_s, "drained_s": drained_s}
+
+
+def run_benchmark(workdir: Path | None = None, stages: int = 1000, shots: int = 40,
+                  parts: tuple[str, ...] = PARTS) -> dict[str, float]:
     own = workdir is None
     folder = Path(tempfile.mkdtemp(prefix="cinefleet-bench-site-")) if own else workdir
     assert folder is not None
@@ -89,36 +130,15 @@ def run_benchmark(workdir: Path | None = None, stages: int = 1000, shots: int = 
                                     folder / f"{name}.log"))
         _wait(lambda: len([w for w in client.workers() if w["status"] == "idle"]) == 2, 30, "two workers")
 
-        plain_s = _plain_dramatiq(endpoints.redis_url, stages)
-        began = time.perf_counter()
-        client.wait(client.submit_probe(stages), timeout=600, poll=0.05)
-        site_s = time.perf_counter() - began
-        plain_rate, site_rate = stages / plain_s, stages / site_s
-        print(f"dispatch: {stages} no-op stages through the site  {site_rate:8.0f} stages/s ({site_s:.2f} s)")
-        print(f"          {stages} no-op messages, plain dramatiq {plain_rate:8.0f} msgs/s   ({plain_s:.2f} s)")
-        print(f"          ratio site/plain = {site_rate / plain_rate:.2f}   (targets: ≥ 1000 stages/s, ratio ≥ 0.2)")
-
-        project = reference_project(folder / "project", shots)
-        began = time.perf_counter()
-        render(RenderRequest(project=project, out=folder / "render-out", store=folder / "render-store", workers=2))
-        render_s = time.perf_counter() - began
-        began = time.perf_counter()
-        run = client.wait(client.submit(project, folder / "site-out"), timeout=1200, poll=0.1)
-        site_render_s = time.perf_counter() - began
-        same = (folder / "render-out" / "episode.mp4").read_bytes() == Path(run["episode"]).read_bytes()
-        print(f"episode:  cinefleet render {render_s:6.1f} s   site, two workers {site_render_s:6.1f} s   "
-              f"ratio {site_render_s / render_s:.2f}   (target ≤ 1.15)   identical bytes: {same}")
-
-        began = time.perf_counter()
-        client.control("drain-worker", worker="w1")
-        refusing_s = time.perf_counter() - began
-        _wait(lambda: any(w["name"] == "w1" and w["status"] == "drained" for w in client.workers()), 10, "drained")
-        drained_s = time.perf_counter() - began
-        print(f"drain:    refusing new work after {refusing_s * 1000:.0f} ms, reported drained after "
-              f"{drained_s * 1000:.0f} ms   (target ≤ 1 s)")
+        figures: dict[str, float] = {}
+        if "dispatch" in parts:
+            figures |= _dispatch(client, endpoints.redis_url, stages)
+        if "episode" in parts:
+            figures |= _episode(client, folder, shots)
+        if "drain" in parts:
+            figures |= _drain(client)
         client.close()
-        return {"site_rate": site_rate, "plain_rate": plain_rate, "render_s": render_s,
-                "site_render_s": site_render_s, "refusing_s": refusing_s, "drained_s": drained_s}
+        return figures
     finally:
         for process in reversed(processes):
             if process.poll() is None:

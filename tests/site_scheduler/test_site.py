@@ -162,6 +162,85 @@ def test_retry_of_a_failed_stage_completes_the_run(site: Site, pilot: Path, tmp_
     assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
 
 
+def _hanging_ffmpeg(tmp_path: Path) -> tuple[Path, Path]:
+    """An ffmpeg whose first encode hangs (as a wedged encoder would); the rest run normally."""
+    from pipeline.media.ffmpeg import ffmpeg_path
+
+    marker = tmp_path / "hang-next-encode"
+    wrapper = tmp_path / "ffmpeg-hangs-once"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" != "-version" ] && [ -e "{marker}" ]; then\n'
+        f'  rm -f "{marker}"; exec sleep 120\n'
+        "fi\n"
+        f'exec "{ffmpeg_path()}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    marker.touch()
+    return wrapper, marker
+
+
+def _hung_stage(site: Site, run_id: str, worker: str) -> dict[str, object]:
+    return site.wait_until(lambda: next((s for s in site.run(run_id)["stages"]
+                                         if s["status"] == "running" and s["worker"] == worker), None),
+                           f"a stage to hang on {worker}", timeout=90)
+
+
+def test_drain_deadline_requeues_the_job_in_flight_on_another_worker(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    wrapper, marker = _hanging_ffmpeg(tmp_path)
+    site.start_worker("w1", env={"CINEFLEET_FFMPEG": str(wrapper)})
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    site.wait_until(lambda: not marker.exists(), "the encode to hang", timeout=90)
+    hung = _hung_stage(site, run_id, "w1")
+    site.cli("site", "drain-worker", "w1", "--deadline", "1")
+    site.start_worker("w2")
+    run = site.wait(run_id)
+    assert run["status"] == "completed", run
+    stage = site.stage(run_id, str(hung["stage_id"]))
+    assert stage["worker"] == "w2" and stage["attempts"] == 2
+    assert "drain deadline passed" in stage["error"]
+    site.wait_until(lambda: _status(site, "w1") == "drained", "w1 to report drained", timeout=10)
+    assert not _sleeping_children(site.workers["w1"].pid), "the wedged encoder was killed"
+    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+
+
+def test_restart_worker_gives_a_fresh_process_and_loses_nothing(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    wrapper, marker = _hanging_ffmpeg(tmp_path)
+    site.start_worker("w1", env={"CINEFLEET_FFMPEG": str(wrapper)})
+    before = site.wait_until(lambda: next((w for w in site.client.workers() if w["name"] == "w1"
+                                           and w["started_at"]), None), "w1 to report")
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    site.wait_until(lambda: not marker.exists(), "the encode to hang", timeout=90)
+    hung = _hung_stage(site, run_id, "w1")
+    said = site.cli("site", "restart-worker", "w1", "--deadline", "1")
+    assert "restarting" in said.stdout
+    again = site.cli("site", "restart-worker", "w1", check=False)
+    assert again.returncode == 4 and "already restarting" in again.stderr
+    run = site.wait(run_id)
+    assert run["status"] == "completed", run
+    after = next(w for w in site.client.workers() if w["name"] == "w1")
+    assert after["pid"] == before["pid"] and after["started_at"] > before["started_at"], "a fresh process image"
+    stage = site.stage(run_id, str(hung["stage_id"]))
+    assert stage["attempts"] == 2 and stage["status"] == "done"
+    site.wait_until(lambda: _status(site, "w1") == "idle", "w1 to take work again")
+    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+
+
+def _sleeping_children(pid: int) -> list[int]:
+    from site_scheduler.worker import _children
+
+    found = []
+    for child in _children(pid):
+        try:
+            if Path(f"/proc/{child}/comm").read_text().strip() == "sleep":
+                found.append(child)
+        except OSError:
+            continue
+    return found
+
+
 def test_drain_moves_work_to_the_other_worker_and_undrain_brings_it_back(site: Site, pilot: Path) -> None:
     site.start_worker("w1")
     site.start_worker("w2")
@@ -191,7 +270,8 @@ def _status(site: Site, name: str) -> str:
         (("site", "cancel-run", "nope"), "run 'nope' does not exist"),
         (("site", "drain-worker", "ghost"), "worker 'ghost' does not exist"),
         (("site", "mark-host", "somewhere", "healthy"), "runs no worker of this site"),
-        (("site", "restart-worker", "w1"), "not built yet"),
+        (("site", "restart-worker", "ghost"), "worker 'ghost' does not exist"),
+        (("site", "drain-worker", "ghost", "--deadline", "-5"), "expected seconds between 0 and 604800"),
     ],
 )
 def test_controls_on_missing_things_are_refused(site: Site, args: tuple[str, ...], fragment: str) -> None:
