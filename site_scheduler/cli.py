@@ -57,13 +57,15 @@ def serve(
     data_dir: DataDirOption = None,
     redis_url: Annotated[str | None, typer.Option(help="Use this Redis instead of starting one.")] = None,
     db_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the site database.")] = None,
+    api_port: Annotated[int | None, typer.Option(min=0, max=65535, help="Serve the HTTP API on "
+                                                 "127.0.0.1:PORT (0 picks a free port; site.json says which).")] = None,
 ) -> None:
     """Start the site's scheduler (and its Redis, unless --redis-url is given)."""
     from site_scheduler.service import serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run(site, data_dir or default_data_dir(site), redis_url, db_url)
+        run(site, data_dir or default_data_dir(site), redis_url, db_url, api_port=api_port)
     except SiteError as exc:
         raise _fail(EXIT_FAILED, str(exc)) from None
 

@@ -87,7 +87,8 @@ class SiteClient:
             stages = session.scalars(select(StageRow).where(StageRow.run_id == run_id).order_by(StageRow.stage_id))
             return {**row_dict(run), "stages": [
                 {"stage_id": s.stage_id, "kind": s.kind, "queue": s.queue, "status": s.status,
-                 "identity": s.identity, "attempts": s.attempts, "worker": s.worker, "error": s.error}
+                 "identity": s.identity, "attempts": s.attempts, "worker": s.worker, "error": s.error,
+                 "output": s.output, "seconds": s.seconds}
                 for s in stages
             ]}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import platformdirs
@@ -31,6 +31,7 @@ class SiteEndpoints:
     db_url: str
     store: str
     scheduler_pid: int
+    api_url: str | None = None  # the loopback HTTP API, when `site serve --api-port` started one
 
     @property
     def namespace(self) -> str:
@@ -55,7 +56,9 @@ def read_endpoints(site_id: str, data_dir: Path) -> SiteEndpoints:
         raise SiteNotFound(f"{path}: no such file; is `cinefleet site serve --site {site_id}` running?") from None
     except json.JSONDecodeError as exc:
         raise SiteNotFound(f"{path}: malformed ({exc.msg}); restart the site to rewrite it") from None
-    endpoints = SiteEndpoints(**data)
+    known = {f.name for f in fields(SiteEndpoints)}
+    # A newer site may write more than this reader knows; what it knows is enough to reach the site.
+    endpoints = SiteEndpoints(**{key: value for key, value in data.items() if key in known})
     if endpoints.site_id != site_id:
         raise SiteNotFound(f"{path}: belongs to site {endpoints.site_id!r}, not {site_id!r}")
     return endpoints

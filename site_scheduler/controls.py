@@ -76,7 +76,7 @@ def apply_control(scheduler: Scheduler, session: Session, action: str, args: dic
         if run.status in ("completed", "failed", "blocked", "cancelled"):
             raise ControlRefused(f"run {run.run_id} is already {run.status}")
         r.set(keys.cancelled(run.run_id), "1", ex=7 * 24 * 3600)
-        run.status, run.detail = "cancelled", "cancelled by an operator"
+        run.status, run.detail, run.finished_at = "cancelled", "cancelled by an operator", time.time()
         emit(session, "run", run)
         for stage in session.scalars(select(StageRow).where(StageRow.run_id == run.run_id,
                                                             StageRow.status.in_(("waiting", "queued", "running")))):
@@ -96,7 +96,7 @@ def apply_control(scheduler: Scheduler, session: Session, action: str, args: dic
                                                               StageRow.status == "skipped")):
             skipped.status = "waiting"
             emit(session, "stage", skipped)
-        run.status, run.detail = "running", f"retrying {stage.stage_id}"
+        run.status, run.detail, run.finished_at = "running", f"retrying {stage.stage_id}", None
         emit(session, "run", run)
         return f"stage {stage.stage_id} of run {run.run_id} re-enqueued with identity {stage.identity[:12]}"
     if action in ("drain-worker", "undrain-worker"):

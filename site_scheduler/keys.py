@@ -48,6 +48,10 @@ class Keys:
         """Set while a worker restarts; holds ``{"undrain": bool}``: whether it comes back taking work."""
         return f"{self.namespace}:restart:{name}"
 
+    def attempts(self, run_id: str) -> str:
+        """Hash stage -> its latest attempt, for stages sent more than once: older attempts are stale."""
+        return f"{self.namespace}:attempts:{run_id}"
+
     def abandon(self, name: str) -> str:
         """Set of ``run/stage/attempt`` a worker must stop: the drain deadline passed and they run elsewhere."""
         return f"{self.namespace}:abandon:{name}"

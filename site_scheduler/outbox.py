@@ -33,12 +33,18 @@ def _forget_next_seq(session: Session, transaction: SessionTransaction) -> None:
 
 
 def append(session: Session, entity: str, row: Base, *, site_id: str, tenant_id: str, op: str = "upsert") -> int:
+    """Record a row's new state."""
     if inspect(row).pending:
         session.flush()  # column defaults are filled in at flush; the event must carry them
+    return append_event(session, entity, _key(row), row_dict(row), site_id=site_id, tenant_id=tenant_id, op=op)
+
+
+def append_event(session: Session, entity: str, key: list[str], data: dict[str, Any], *, site_id: str,
+                 tenant_id: str, op: str = "upsert") -> int:
+    """Record an event that is no row of a site table (a cost event)."""
     seq = session.info.get(_NEXT_SEQ) or (session.scalar(select(func.max(OutboxRow.seq))) or 0) + 1
     session.info[_NEXT_SEQ] = seq + 1
-    session.add(OutboxRow(seq=seq, site_id=site_id, tenant_id=tenant_id, entity=entity, key=_key(row), op=op,
-                          row=row_dict(row)))
+    session.add(OutboxRow(seq=seq, site_id=site_id, tenant_id=tenant_id, entity=entity, key=key, op=op, row=data))
     return seq
 
 

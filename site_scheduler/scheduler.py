@@ -22,13 +22,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline.canonical import digest
+from pipeline.documents import load_project
+from pipeline.errors import PipelineError
 from pipeline.models import AssetManifest, Project, RenderPlan, ShotList
 from pipeline.registry import ArtifactRow, AssetCacheRow, DerivationRow
 from pipeline.render import PUBLISHED
 from pipeline.steps import voice_placements
 from pipeline.store import atomic_copy
 from pipeline.workspace import Workspace
-from site_scheduler import outbox
+from site_scheduler import outbox, summary
 from site_scheduler.broker import make_broker
 from site_scheduler.config import SiteEndpoints
 from site_scheduler.controls import apply_control
@@ -90,6 +92,7 @@ class Scheduler:
         self._cost: dict[str, float] = {}  # kind -> moving average of a stage's run time
         self._woken_by: bytes | None = None  # a result taken while waiting, not yet applied
         self._completed: dict[str, list[str]] = {}  # queue -> stages finished in this batch, for throughput
+        self._sent_attempts: list[tuple[str, str, int]] = []  # repeated attempts sent in this dispatch
         with Session(engine) as session, session.begin():
             for queue in QUEUES:
                 if session.get(QueueRow, queue) is None:
@@ -212,7 +215,8 @@ class Scheduler:
                 return  # a resubmitted request: the run exists already
             run = RunRow(run_id=request["run_id"], site_id=self.site_id, tenant_id=request["tenant_id"],
                          project_path=request["project"], project_hash=request["project_hash"],
-                         out_dir=request["out"], status="queued", detail="", episode=None, submitted_seq=0)
+                         out_dir=request["out"], status="queued", detail="", episode=None, submitted_seq=0,
+                         submitted_at=time.time(), finished_at=None)
             session.add(run)
             run.submitted_seq = self._emit(session, "run", run)
             if request.get("probes"):
@@ -273,6 +277,14 @@ class Scheduler:
                 else:
                     ahead.append(self._cost_of(stage.kind))
                 sent = True
+        if self._sent_attempts:
+            # After the commit: a worker handed an older attempt of these stages skips it.
+            pipe = self.redis.pipeline(transaction=False)
+            for run_id, stage_id, attempt in self._sent_attempts:
+                pipe.hset(self.keys.attempts(run_id), stage_id, attempt)
+                pipe.expire(self.keys.attempts(run_id), 7 * 24 * 3600)
+            pipe.execute()
+            self._sent_attempts.clear()
         return sent
 
     @staticmethod
@@ -316,6 +328,8 @@ class Scheduler:
                    "kind": stage.kind, "tenant_id": run.tenant_id, "args": args}
         message = self.actors[stage.queue].send_with_options(kwargs={"payload": payload})
         stage.message_id = message.message_id
+        if stage.attempts > 1:
+            self._sent_attempts.append((run.run_id, stage.stage_id, stage.attempts))
         self._emit(session, "stage", stage)
 
     def _inputs(self, run: RunRow, stage: StageRow, done: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -350,12 +364,15 @@ class Scheduler:
         if stage.status in FINISHED_STAGE_STATES or result.get("attempt") != stage.attempts:
             return  # redelivered or superseded: the stage's identity already has its artifact
         status = result["status"]
+        if status != "started" and "seconds" in result:
+            self._cost_event(session, run, stage, result)
         if status == "started":
             stage.status, stage.worker = "running", result.get("worker")
             self._emit(session, "stage", stage)
         elif status == "done":
             if "seconds" in result:
                 self._observe_cost(stage.kind, float(result["seconds"]))
+                stage.seconds = float(result["seconds"])
             self._record_rows(session, run, result.get("rows", {}))
             stage.worker = result.get("worker")
             self._finish_stage(session, run, stage, result["outputs"])
@@ -368,10 +385,9 @@ class Scheduler:
             stage.status, stage.error = "failed", result.get("error", "")
             self._emit(session, "stage", stage)
             if run.status not in FINAL_RUN_STATES:
-                run.status = "blocked" if status == "blocked" else "failed"
-                run.detail = f"stage {stage.stage_id}: {stage.error}"
-                self._emit(session, "run", run)
                 self._skip_rest(session, run)
+                self._finish_run(session, run, "blocked" if status == "blocked" else "failed",
+                                 f"stage {stage.stage_id}: {stage.error}")
 
     def _record_rows(self, session: Session, run: RunRow, rows: dict[str, list[dict[str, Any]]]) -> None:
         """Insert the registry rows a worker made, once each."""
@@ -409,8 +425,31 @@ class Scheduler:
                                                                StageRow.status != "done").limit(1)).first()
         run = session.get(RunRow, run_id)
         if left is None and run is not None and run.status not in FINAL_RUN_STATES:
-            run.status = "completed"
-            self._emit(session, "run", run)
+            self._finish_run(session, run, "completed")
+
+    def _cost_event(self, session: Session, run: RunRow, stage: StageRow, result: dict[str, Any]) -> None:
+        """What an attempt cost, into the outbox: local compute time now; provider spend when providers exist."""
+        data = {"run_id": run.run_id, "stage_id": stage.stage_id, "attempt": result["attempt"], "kind": stage.kind,
+                "worker": result.get("worker"), "origin": "local", "provider": "local",
+                "compute_seconds": float(result["seconds"]), "usd": 0.0, "outcome": result["status"]}
+        outbox.append_event(session, "cost", [run.run_id, stage.stage_id, str(result["attempt"])], data,
+                            site_id=self.site_id, tenant_id=run.tenant_id, op="insert")
+
+    def _finish_run(self, session: Session, run: RunRow, status: str, detail: str = "") -> None:
+        run.status, run.detail, run.finished_at = status, detail, time.time()
+        self._emit(session, "run", run)
+        if run.project_path:  # a probe run has no project and no outputs
+            ws = self.workspace(run.tenant_id)
+            summary.write(Path(run.out_dir), summary.build(session, run, ws, self._project_id(session, run, ws)))
+
+    def _project_id(self, session: Session, run: RunRow, ws: Workspace) -> str:
+        script = session.get(StageRow, (run.run_id, "script"))
+        if script is not None and script.status == "done":
+            return ws.load_document(script.outputs["project"], Project).id
+        try:
+            return load_project(Path(run.project_path)).project.id
+        except PipelineError:
+            return ""
 
     def _expand(self, session: Session, run: RunRow, done: dict[str, dict[str, Any]]) -> None:
         """Once the plan exists, add a stage per voice line and per shot, the mix and the finish."""
@@ -462,8 +501,8 @@ class Scheduler:
                 (out / name).unlink(missing_ok=True)
         for name, found in files.items():
             atomic_copy(ws.path(found), out / name)
-        run.status, run.episode = "completed", str(out / "episode.mp4")
-        self._emit(session, "run", run)
+        run.episode = str(out / "episode.mp4")
+        self._finish_run(session, run, "completed")
 
     def _skip_rest(self, session: Session, run: RunRow) -> None:
         for stage in session.scalars(select(StageRow).where(StageRow.run_id == run.run_id,

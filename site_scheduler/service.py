@@ -7,12 +7,15 @@ picks them up.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
 import threading
 from pathlib import Path
 
+from site_scheduler.api import ApiServer
+from site_scheduler.client import SiteClient
 from site_scheduler.config import SiteEndpoints, sqlite_url_for, write_endpoints
 from site_scheduler.database import migrate, open_engine
 from site_scheduler.redis_server import RedisServer, start_redis
@@ -22,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: str | None = None,
-          ready: threading.Event | None = None, stop: threading.Event | None = None) -> None:
+          ready: threading.Event | None = None, stop: threading.Event | None = None,
+          api_port: int | None = None) -> None:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     server: RedisServer | None = None
@@ -37,18 +41,25 @@ def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: st
     migrate(engine)
     endpoints = SiteEndpoints(site_id=site_id, data_dir=str(data_dir), redis_url=redis_url, db_url=db_url,
                               store=str(data_dir / "store"), scheduler_pid=os.getpid())
+    api: ApiServer | None = None
+    if api_port is not None:
+        api = ApiServer(SiteClient(endpoints), api_port)
+        api.start()
+        endpoints = dataclasses.replace(endpoints, api_url=api.url)
     write_endpoints(endpoints)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
     scheduler = Scheduler(endpoints, engine)
-    log.info("site %s scheduling on %s", site_id, redis_url)
+    log.info("site %s scheduling on %s%s", site_id, redis_url, f", API on {api.url}" if api else "")
     if ready is not None:
         ready.set()
     try:
         scheduler.run_forever(stop, supervise=server)
     finally:
+        if api is not None:
+            api.stop()
         scheduler.broker.close()
         engine.dispose()
         if server is not None:

@@ -32,6 +32,8 @@ class RunRow(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     episode: Mapped[str | None] = mapped_column(Text, nullable=True)
     submitted_seq: Mapped[int] = mapped_column(Integer)
+    submitted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class StageRow(Base):
@@ -53,6 +55,7 @@ class StageRow(Base):
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
     message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # the finishing attempt's run time
 
 
 class WorkerRow(Base):

@@ -82,15 +82,17 @@ class WorkerState:
         draining, host_state = pipe.execute()
         return _refusal(bool(draining), host_state)
 
-    def gate(self, run_id: str, queue: str) -> str | None:
-        """Before a message runs, in one round trip: "skip" (its run is cancelled), "defer" or None."""
+    def gate(self, payload: dict[str, Any], queue: str) -> str | None:
+        """Before a message runs, in one round trip: "skip" (its run is cancelled or the attempt is
+        stale, a redelivery of work sent again since), "defer" (not now), or None."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.exists(self.keys.cancelled(run_id))
+        pipe.exists(self.keys.cancelled(payload["run_id"]))
+        pipe.hget(self.keys.attempts(payload["run_id"]), payload["stage_id"])
         pipe.exists(self.keys.paused(queue))
         pipe.exists(self.keys.drain(self.name))
         pipe.get(self.keys.host_state(self.host))
-        cancelled, paused, draining, host_state = pipe.execute()
-        if cancelled:
+        cancelled, latest, paused, draining, host_state = pipe.execute()
+        if cancelled or (latest is not None and int(latest) > payload["attempt"]):
             return "skip"
         if paused or _refusal(bool(draining), host_state):
             return "defer"
@@ -119,7 +121,7 @@ class SiteControls(Middleware):
         self.state = state
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
-        verdict = self.state.gate(message.kwargs["payload"]["run_id"], message.queue_name)
+        verdict = self.state.gate(message.kwargs["payload"], message.queue_name)
         if verdict == "defer":
             broker.enqueue(message.copy(), delay=DEFER_MS)
         if verdict is not None:
@@ -148,11 +150,11 @@ def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
                              payload["args"])
             result |= {"status": "done", "seconds": round(time.monotonic() - began, 4), **done}
         except GateBlocked as blocked:
-            result |= {"status": "blocked", "error": str(blocked)}
+            result |= {"status": "blocked", "error": str(blocked), "seconds": round(time.monotonic() - began, 4)}
         except (PipelineError, OSError, ValueError, KeyError) as error:
             cancelled = state.redis.exists(state.keys.cancelled(payload["run_id"]))
             result |= {"status": "cancelled" if cancelled else "failed",
-                       "error": f"{type(error).__name__}: {error}"}
+                       "error": f"{type(error).__name__}: {error}", "seconds": round(time.monotonic() - began, 4)}
         except Exception as error:  # a bug in a stage: report it rather than lose the stage
             result |= {"status": "failed", "error": "".join(traceback.format_exception_only(error)).strip()}
         finally:
@@ -201,11 +203,13 @@ def _watch_once(state: WorkerState, stop: threading.Event) -> None:
 
 
 def _must_stop(state: WorkerState, job: dict[str, Any]) -> bool:
-    """The job's run was cancelled, or the drain deadline passed and the stage now runs elsewhere."""
+    """The job's run was cancelled, or its stage was taken from this worker (drain deadline) or sent again."""
     pipe = state.redis.pipeline(transaction=False)
     pipe.exists(state.keys.cancelled(job["run_id"]))
     pipe.sismember(state.keys.abandon(state.name), f"{job['run_id']}/{job['stage_id']}/{job['attempt']}")
-    return any(pipe.execute())
+    pipe.hget(state.keys.attempts(job["run_id"]), job["stage_id"])
+    cancelled, abandoned, latest = pipe.execute()
+    return bool(cancelled or abandoned or (latest is not None and int(latest) > job["attempt"]))
 
 
 def _restart(state: WorkerState) -> None:

@@ -56,7 +56,8 @@ class Site:
     def start_scheduler(self) -> None:
         (self.data_dir / "site.json").unlink(missing_ok=True)
         log = (self.logs / "scheduler.log").open("ab")
-        command = [sys.executable, "-m", "cinefleet", "site", "serve", "--site", SITE, "--data-dir", str(self.data_dir)]
+        command = [sys.executable, "-m", "cinefleet", "site", "serve", "--site", SITE, "--data-dir", str(self.data_dir),
+                   "--api-port", "0"]
         if self.db_url:
             command += ["--db-url", self.db_url]
         self.scheduler = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)

@@ -46,10 +46,20 @@ def test_a_run_on_two_workers_is_byte_identical_to_cinefleet_render(site: Site, 
     assert cpu["throughput_per_hour"] == sum(1 for s in stages if s["queue"] == "cpu_queue")
     assert cpu["waiting"] == cpu["depth"] == 0 and cpu["drain_eta_s"] == 0.0
 
+    summary = json.loads((episode.parent / "run_summary.json").read_text())
+    shots = [s for s in stages if s["kind"] == "shot"]
+    assert summary["status"] == "completed" and summary["site_id"] == "t1" and summary["workers"] == 2
+    assert summary["shots_rendered"] == len(shots) and summary["shots_reused"] == 0
+    assert summary["output_hash"] == file_sha256(episode.parent / "RenderOutput.json")
+    assert summary["total_seconds"] > 0 and len(summary["stages"]) == len(stages)
+
     again = json.loads(site.cli("submit", pilot, "--wait", "--json").stdout)
     assert file_sha256(Path(again["episode"])) == file_sha256(episode)
     media = [s for s in again["stages"] if s["kind"] in ("shot", "voice", "audio")]
     assert media and {s["worker"] for s in media} == {"cache"}, "a repeated run reuses every media artifact"
+    reused = json.loads((Path(again["episode"]).parent / "run_summary.json").read_text())
+    assert reused["shots_reused"] == len(shots) and reused["shots_rendered"] == 0
+    assert reused["cache_hits"] == len(media) and reused["cache_hit_rate"] > 0.5
 
 
 def test_outbox_replay_rebuilds_runs_and_stages(site: Site, pilot: Path, tmp_path: Path) -> None:
@@ -60,6 +70,10 @@ def test_outbox_replay_rebuilds_runs_and_stages(site: Site, pilot: Path, tmp_pat
     events = [json.loads(line) for line in lines]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), "gap-free, in commit order"
     assert all(e["site_id"] == "t1" for e in events)
+    costs = [e["row"] for e in events if e["entity"] == "cost"]
+    ran = [s for s in site.run(run_id)["stages"] if s["worker"] != "cache"]
+    assert sorted((c["stage_id"], c["attempt"]) for c in costs) == sorted((s["stage_id"], s["attempts"]) for s in ran)
+    assert all(c["origin"] == "local" and c["compute_seconds"] >= 0 and c["usd"] == 0.0 for c in costs)
 
     replica = open_engine(f"sqlite:///{tmp_path / 'replica.sqlite'}")
     migrate(replica)
@@ -314,6 +328,17 @@ def test_a_worker_killed_mid_shot_loses_nothing(site: Site, pilot: Path, tmp_pat
     shots = [s for s in run["stages"] if s["kind"] == "shot"]
     rows = _shot_rows(site)
     assert len(rows) == len(set(rows)) == len(shots), "one registry row per shot clip, none twice"
+    resent = site.stage(run_id, str(shot["stage_id"]))
+    assert resent["attempts"] == 2
+    # dramatiq redelivers the dead worker's message later; the surviving worker must skip it.
+    from site_scheduler.worker import WorkerState
+
+    keys, client = site.client.keys, site.client.redis
+    assert int(client.hget(keys.attempts(run_id), str(shot["stage_id"]))) == 2
+    state = WorkerState("probe", keys, client, ["cpu_queue"], "here")
+    stale = {"run_id": run_id, "stage_id": shot["stage_id"], "attempt": 1}
+    assert state.gate(stale, "cpu_queue") == "skip"
+    assert state.gate({**stale, "attempt": 2}, "cpu_queue") is None
 
 
 def test_restarting_the_scheduler_mid_run_completes_the_run(site: Site, pilot: Path, tmp_path: Path) -> None:

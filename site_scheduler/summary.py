@@ -1,0 +1,60 @@
+"""What a finished site run did, as the same ``run_summary.json`` ``cinefleet render`` writes.
+
+Built from the stage rows: a stage the scheduler finished from the registry without sending
+it is a cache hit, one a worker ran is a miss with the run time the worker reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pipeline.models import RenderPlan, RunSummary
+from pipeline.models.summary import RunError, StageTiming
+from pipeline.store import atomic_write
+from pipeline.workspace import Workspace
+from site_scheduler.tables import RunRow, StageRow
+
+#: The worker name a stage finished from the cache is recorded under.
+CACHE = "cache"
+
+
+def build(session: Session, run: RunRow, ws: Workspace, project_id: str) -> RunSummary:
+    stages = list(session.scalars(select(StageRow).where(StageRow.run_id == run.run_id)
+                                  .order_by(StageRow.stage_id)))
+    hits = sum(1 for s in stages if s.status == "done" and s.worker == CACHE)
+    ran = [s for s in stages if s.status == "done" and s.worker != CACHE]
+    shots = [s for s in stages if s.kind == "shot" and s.status == "done"]
+    failed = [s for s in stages if s.status == "failed"]
+    plan = next((s.outputs.get("plan") for s in stages if s.kind == "render_plan" and s.status == "done"), None)
+    voice = ws.load_document(plan, RenderPlan).audio.voice_engine if plan else "none"
+    finish = next((s for s in stages if s.kind == "finish" and s.status == "done"), None)
+    status = run.status if run.status in ("completed", "blocked", "failed") else "failed"
+    return RunSummary.create(
+        project_id=project_id,
+        tenant_id=run.tenant_id,
+        site_id=run.site_id,
+        status=status,
+        stages=tuple(StageTiming(stage=s.stage_id, seconds=round(s.seconds or 0.0, 3),
+                                 cache_hits=int(s.worker == CACHE), cache_misses=int(s.worker != CACHE),
+                                 output_hash=s.output) for s in stages if s.status == "done"),
+        cache_hits=hits,
+        cache_misses=len(ran),
+        cache_hit_rate=round(hits / (hits + len(ran)), 4) if hits + len(ran) else 0.0,
+        shots_rendered=sum(1 for s in shots if s.worker != CACHE),
+        shots_reused=sum(1 for s in shots if s.worker == CACHE),
+        local_jobs=sum(s.attempts for s in stages),
+        voice_mode="none" if voice == "none" else "espeak-ng",
+        workers=len({s.worker for s in ran}),
+        total_seconds=round((run.finished_at or 0.0) - (run.submitted_at or run.finished_at or 0.0), 3),
+        errors=tuple(RunError(code=f"{run.status}.{s.kind}", message=s.error, stage=s.stage_id,
+                              recoverable=run.status == "failed") for s in failed),
+        output_hash=finish.outputs.get("output") if finish else None,
+    )
+
+
+def write(out_dir: Path, summary: RunSummary) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / "run_summary.json", summary.model_dump_json(indent=2).encode("utf-8") + b"\n")
