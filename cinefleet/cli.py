@@ -15,6 +15,7 @@ from typing import Annotated
 import platformdirs
 import typer
 
+from ops_agent.cli import agent_app, audit_app, keys_app, ops, pki_app
 from pipeline.errors import InputError, PipelineError
 from site_scheduler.cli import runs_app, site_app
 from site_scheduler.cli import submit as site_submit
@@ -34,6 +35,11 @@ app.add_typer(site_app, name="site")
 app.add_typer(runs_app, name="runs")
 app.command("worker")(site_worker)
 app.command("submit")(site_submit)
+app.add_typer(agent_app, name="agent")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(pki_app, name="pki")
+app.command("ops")(ops)
 app.add_typer(bench_app, name="bench")
 
 
@@ -139,6 +145,19 @@ def bench_site(
         raise _fail(EXIT_INPUT, f"--parts: value {parts!r}: expected a comma-separated subset of "
                                 f"{', '.join(module.PARTS)}")
     module.run_benchmark(workdir=workdir, stages=stages, shots=shots, parts=chosen)
+
+
+@bench_app.command("agent")
+def bench_agent(
+    workdir: Annotated[Path | None, typer.Option(help="Scratch folder (default: a temporary one).")] = None,
+    commands: Annotated[int, typer.Option(help="Signed round trips (pause/resume a queue, alternately).")] = 2000,
+    idle: Annotated[float, typer.Option(help="Seconds the idle agent's CPU is measured over.")] = 20.0,
+) -> None:
+    """Signed command round trip through an agent (p50, p99), verifications/s, the idle agent's CPU."""
+    if commands < 2 or idle <= 0:
+        raise _fail(EXIT_INPUT, f"--commands {commands}, --idle {idle}: expected at least 2 commands and a "
+                                "positive number of seconds")
+    _bench_module("agent").run_benchmark(workdir=workdir, commands=commands, idle_s=idle)
 
 
 def _bench_module(name: str) -> ModuleType:

@@ -24,7 +24,7 @@ from site_scheduler import outbox
 from site_scheduler.config import SiteEndpoints
 from site_scheduler.database import open_engine
 from site_scheduler.errors import ControlRefused, SiteError
-from site_scheduler.keys import QUEUES, Keys
+from site_scheduler.keys import DOORBELL, QUEUES, Keys
 from site_scheduler.tables import QueueRow, RunRow, StageRow, WorkerRow, row_dict
 
 FINAL = ("completed", "failed", "blocked", "cancelled")
@@ -53,7 +53,7 @@ class SiteClient:
         out = out or Path(self.endpoints.data_dir) / "out" / run_id
         request = {"run_id": run_id, "project": str(loaded.path), "out": str(out.resolve()), "profile": profile,
                    "tenant_id": loaded.project.tenant_id, "project_hash": digest(loaded.project)}
-        self.redis.rpush(self.keys.submissions, json.dumps(request))
+        self._request(self.keys.submissions, request)
         return run_id
 
     def submit_probe(self, stages: int) -> str:
@@ -62,12 +62,12 @@ class SiteClient:
         out = Path(self.endpoints.data_dir) / "out" / run_id
         request = {"run_id": run_id, "project": "", "out": str(out), "profile": "preview_local",
                    "tenant_id": "default", "project_hash": "", "probes": stages}
-        self.redis.rpush(self.keys.submissions, json.dumps(request))
+        self._request(self.keys.submissions, request)
         return run_id
 
     def control(self, action: str, **args: Any) -> str:
         request_id = uuid.uuid4().hex
-        self.redis.rpush(self.keys.controls, json.dumps({"id": request_id, "action": action, "args": args}))
+        self._request(self.keys.controls, {"id": request_id, "action": action, "args": args})
         answer = self.redis.blpop([self.keys.reply(request_id)], timeout=CONTROL_TIMEOUT_S)
         if answer is None:
             raise SiteError(f"site {self.endpoints.site_id} did not answer {action} within {CONTROL_TIMEOUT_S} s; "
@@ -76,6 +76,13 @@ class SiteClient:
         if not reply["ok"]:
             raise ControlRefused(reply["message"])
         return str(reply["message"])
+
+    def _request(self, source: str, request: dict[str, Any]) -> None:
+        """Queue a request for the scheduler and ring its doorbell, so an idle scheduler takes it now."""
+        pipe = self.redis.pipeline()
+        pipe.rpush(source, json.dumps(request))
+        pipe.rpush(self.keys.results, DOORBELL)
+        pipe.execute()
 
     # -- reading ---------------------------------------------------------------------------
 

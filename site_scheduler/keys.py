@@ -70,5 +70,9 @@ class Keys:
         return f"{self.namespace}:host:{host}"
 
 
+#: Pushed onto the results list beside a submission or control: the idle scheduler blocks on
+#: that list alone, so the marker wakes it; it carries nothing and is dropped.
+DOORBELL = "{}"
+
 #: The site's queues by resource type (spec §13).
 QUEUES = ("cpu_queue", "local_ai_queue", "media_queue", "external_ai_queue")

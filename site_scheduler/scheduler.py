@@ -154,30 +154,22 @@ class Scheduler:
         processing = self.keys.processing(self.keys.results)
         taken = [] if self._woken_by is None else [self._woken_by]
         self._woken_by = None
-        pipe = self.redis.pipeline(transaction=False)
-        for _ in range(most - len(taken)):
-            pipe.lmove(self.keys.results, processing, "LEFT", "RIGHT")
-        taken += [raw for raw in pipe.execute() if raw is not None]
+        batch = 8  # grows while the list keeps giving: one round trip for a short list, few for a long one
+        while len(taken) < most:
+            pipe = self.redis.pipeline(transaction=False)
+            for _ in range(min(batch, most - len(taken))):
+                pipe.lmove(self.keys.results, processing, "LEFT", "RIGHT")
+            got = [raw for raw in pipe.execute() if raw is not None]
+            taken += got
+            if len(got) < batch:
+                break
+            batch *= 4
         if not taken:
             return False
         self._completed.clear()
-        results = [json.loads(raw) for raw in taken]
-        with Session(self.engine) as session, session.begin(), session.no_autoflush:
-            # One query loads the batch's stages and runs; each result then finds its rows in the
-            # session instead of asking the database (and flushing) once per result.
-            wanted = {(r["run_id"], r["stage_id"]) for r in results}
-            for run_id in {run_id for run_id, _ in wanted}:
-                session.get(RunRow, run_id)
-            stage_ids = [stage_id for _, stage_id in wanted]
-            for chunk in range(0, len(stage_ids), 400):
-                session.scalars(select(StageRow).where(
-                    StageRow.run_id.in_({run_id for run_id, _ in wanted}),
-                    StageRow.stage_id.in_(stage_ids[chunk:chunk + 400]))).all()
-            probed: set[str] = set()
-            for result in results:
-                self._result(session, result, probed)
-            for run_id in probed:
-                self._complete_probe_run(session, run_id)
+        results = [result for result in map(json.loads, taken) if result]  # {} is the doorbell
+        if results:
+            self._apply_results(results)
         pipe = self.redis.pipeline(transaction=False)
         for raw in taken:
             pipe.lrem(processing, 1, raw)
@@ -187,6 +179,24 @@ class Scheduler:
             pipe.zremrangebyscore(self.keys.completed(queue), 0, now - THROUGHPUT_WINDOW_S)
         pipe.execute()
         return True
+
+    def _apply_results(self, results: list[dict[str, Any]]) -> None:
+        with Session(self.engine) as session, session.begin(), session.no_autoflush:
+            # One query loads the batch's stages and runs; each result then finds its rows in the
+            # session instead of asking the database (and flushing) once per result.
+            wanted = {(r["run_id"], r["stage_id"]) for r in results}
+            run_ids = {run_id for run_id, _ in wanted}
+            for run_id in run_ids:
+                session.get(RunRow, run_id)
+            stage_ids = [stage_id for _, stage_id in wanted]
+            for chunk in range(0, len(stage_ids), 400):
+                session.scalars(select(StageRow).where(StageRow.run_id.in_(run_ids),
+                                                       StageRow.stage_id.in_(stage_ids[chunk:chunk + 400]))).all()
+            probed: set[str] = set()
+            for result in results:
+                self._result(session, result, probed)
+            for run_id in probed:
+                self._complete_probe_run(session, run_id)
 
     def _take(self, source: str, handle: Any) -> bool:
         """Move one item to a processing list, apply it, then drop it: a crash loses nothing.

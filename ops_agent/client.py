@@ -1,0 +1,103 @@
+"""The client of an ops agent: sign a command, send it, read the result; read and watch host health.
+
+``AgentClient.execute`` builds the payload at send time (the validity window starts then),
+signs exactly its bytes with the caller's key and calls ``Execute``. A refusal comes back as a
+``CommandResult`` with its outcome and reason, never as an exception; gRPC errors (agent down,
+TLS refused, deadline) raise ``grpc.RpcError``.
+
+Without ``tls_dir`` the channel is plain (agents serve plain gRPC on loopback only); with it the
+client presents ``tls_dir/<client>.pem`` (default the operator's) and trusts only ``tls_dir/ca.pem``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ops_agent import pki
+from ops_agent.actions import action_number, make_target
+from ops_agent.envelope import DEFAULT_TTL_S, Target, new_payload, sign
+from ops_agent.keys import SigningKey
+from protos import ops_agent_pb2 as pb
+from protos import ops_agent_pb2_grpc, telemetry_pb2
+
+#: The full method name of Execute, for sending raw bytes.
+EXECUTE_METHOD = "/cinefleet.ops_agent.v1.OpsAgent/Execute"
+#: A control waits up to 15 s for the site's answer; the call may take that plus the agent's work.
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class AgentClient:
+    """One channel to one agent.
+
+    Parameters:
+        address: ``HOST:PORT`` of the agent.
+        tls_dir: a ``cinefleet pki init`` folder; None for a plain channel.
+        client_name: whose certificate to present from ``tls_dir`` (default the operator's).
+        server_name: the name to check the agent's certificate against, when ``address`` is not one it names.
+        timeout: seconds each call may take.
+    """
+
+    def __init__(self, address: str, tls_dir: Path | None = None, *, client_name: str = pki.OPERATOR,
+                 server_name: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.address, self.timeout = address, timeout
+        options: list[tuple[str, Any]] = []
+        if server_name is not None:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        if tls_dir is not None:
+            self.channel = grpc.secure_channel(address, pki.channel_credentials(Path(tls_dir), client_name), options)
+        else:
+            self.channel = grpc.insecure_channel(address, options)
+        self._stub = ops_agent_pb2_grpc.OpsAgentStub(self.channel)
+        self._raw = self.channel.unary_unary(EXECUTE_METHOD, request_serializer=None,
+                                             response_deserializer=pb.CommandResult.FromString)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+
+    def execute(self, action: int | str, target: Target | str | Sequence[str], key: SigningKey, host: str, site: str,
+                *, actor: str = "", actor_role: str = "", approved_by: str = "", ttl_s: int = DEFAULT_TTL_S,
+                command_id: str | None = None) -> pb.CommandResult:
+        """Sign ``action`` on ``target`` for ``host`` of ``site`` with ``key`` and send it.
+
+        ``action`` is an ``Action`` value or a name such as ``pause-queue``; ``target`` a typed
+        target, or its ids (a worker, queue or run name; ``(RUN, STAGE)`` for a stage).
+        """
+        number = action_number(action) if isinstance(action, str) else action
+        if not isinstance(target, pb.WorkerRef | pb.QueueRef | pb.RunRef | pb.StageRef):
+            target = make_target(number, [target] if isinstance(target, str) else list(target))
+        payload = new_payload(audience_host=host, site_id=site, action=number, target=target, actor=actor,
+                              actor_role=actor_role, approved_by=approved_by, ttl_s=ttl_s, command_id=command_id)
+        return self.send(sign(payload, key))
+
+    def send(self, command: pb.SignedCommand) -> pb.CommandResult:
+        """Send a signed command as it is."""
+        return self._stub.Execute(command, timeout=self.timeout)
+
+    def send_bytes(self, raw: bytes) -> pb.CommandResult:
+        """Send any bytes as an Execute request (the agent parses them itself)."""
+        return self._raw(raw, timeout=self.timeout)
+
+    def get_health(self) -> telemetry_pb2.HostHealth:
+        return self._stub.GetHealth(pb.HealthRequest(), timeout=self.timeout)
+
+    def watch_health(self, timeout: float | None = None) -> Iterator[telemetry_pb2.HostHealth]:
+        """One HostHealth now, then one per sample; ``cancel()`` the returned call to stop."""
+        return self._stub.WatchHealth(pb.HealthRequest(), timeout=timeout)  # type: ignore[no-any-return]
+
+    def check(self, service: str = "") -> int:
+        """The standard health check's status for ``service`` (``HealthCheckResponse.SERVING`` = 1)."""
+        return int(self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout).status)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()

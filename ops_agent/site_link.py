@@ -1,0 +1,102 @@
+"""The agent's way to its site: one shared client, and the thread that tells the site this host's state."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ops_agent.health import SITE_ERRORS
+from site_scheduler.client import SiteClient
+from site_scheduler.config import read_endpoints
+from site_scheduler.errors import ControlRefused
+
+log = logging.getLogger(__name__)
+
+#: After a failed ``mark-host``, wait this long before trying again.
+PUSH_RETRY_S = 5.0
+
+T = TypeVar("T")
+
+
+class SiteLink:
+    """One :class:`SiteClient` shared by the RPC threads, made again after the site fails (it may have moved)."""
+
+    def __init__(self, site: str, data_dir: Path) -> None:
+        self.site, self.data_dir = site, Path(data_dir)
+        self._client: SiteClient | None = None
+        self._lock = threading.Lock()
+
+    def client(self) -> SiteClient:
+        with self._lock:
+            if self._client is None:
+                self._client = SiteClient(read_endpoints(self.site, self.data_dir))
+            return self._client
+
+    def call(self, work: Callable[[SiteClient], T]) -> T:
+        """``work(client)``; a site error (not a refusal) drops the client so the next call finds the site anew."""
+        client = self.client()
+        try:
+            return work(client)
+        except ControlRefused:
+            raise
+        except SITE_ERRORS:
+            self.reset(client)
+            raise
+
+    def reset(self, client: SiteClient | None = None) -> None:
+        with self._lock:
+            if self._client is not None and (client is None or client is self._client):
+                with contextlib.suppress(*SITE_ERRORS):
+                    self._client.close()
+                self._client = None
+
+    def close(self) -> None:
+        self.reset()
+
+
+class HostStatePusher(threading.Thread):
+    """Tells the site this host's state (``mark-host``) whenever it changes; retries until the site takes it.
+
+    Its own thread, because a control waits for the site's answer (up to 15 s when the site is
+    down) and the health loop must not.
+    """
+
+    def __init__(self, host: str, link: SiteLink) -> None:
+        super().__init__(name="host-state", daemon=True)
+        self.host, self.link = host, link
+        self.pushed: str | None = None
+        self._wanted: str | None = None
+        self._wake, self._stop = threading.Event(), threading.Event()
+
+    def want(self, state: str) -> None:
+        self._wanted = state
+        self._wake.set()
+
+    def run(self) -> None:
+        failed: str | None = None
+        while not self._stop.is_set():
+            self._wake.clear()
+            wanted = self._wanted
+            if wanted is None or wanted == self.pushed:
+                self._wake.wait()
+                continue
+            try:
+                self.link.call(lambda site, state=wanted: site.control("mark-host", host=self.host, state=state))
+            except (ControlRefused, *SITE_ERRORS) as exc:
+                # Once per state at warning level: a host whose workers have not reported yet is refused for a while.
+                level = logging.WARNING if failed != wanted else logging.DEBUG
+                log.log(level, "could not mark host %s %s at the site (trying again every %g s): %s", self.host,
+                        wanted, PUSH_RETRY_S, exc)
+                failed = wanted
+                self._stop.wait(PUSH_RETRY_S)
+                continue
+            log.info("host %s marked %s at the site", self.host, wanted)
+            self.pushed, failed = wanted, None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
