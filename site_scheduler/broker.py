@@ -11,9 +11,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from typing import Any
+from uuid import uuid4
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import current_millis
 from dramatiq.middleware import Middleware
 
 from site_scheduler.keys import QUEUES
@@ -62,13 +64,36 @@ class SiteBroker(RedisBroker):
     def consumer_class(self) -> type[_RedisConsumer]:
         return PromptConsumer
 
+    def enqueue_all(self, messages: list[dramatiq.Message]) -> None:
+        """Enqueue many messages in one round trip to Redis.
+
+        The scheduler sends a dispatch's stages together; one ``enqueue`` each cost a round trip
+        per stage. This runs dramatiq's own ``dispatch`` script (the same arguments
+        ``RedisBroker.enqueue`` gives it, dramatiq 2.2.1) once per message inside a pipeline,
+        with the enqueue middleware hooks around it.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        ready = []
+        for message in messages:
+            message = message.copy(options={"redis_message_id": str(uuid4())})
+            self.emit_before("enqueue", message, None)
+            self.scripts["dispatch"](keys=[self.namespace], client=pipe, args=[
+                "enqueue", current_millis(), message.queue_name, self.broker_id, self.heartbeat_timeout,
+                self.dead_message_ttl, self._should_do_maintenance("enqueue"), self._max_unpack_size(),
+                message.options["redis_message_id"], message.encode(),
+            ])
+            ready.append(message)
+        pipe.execute()
+        for message in ready:
+            self.emit_after("enqueue", message, None)
+
 
 def actor_name(queue: str) -> str:
     return f"stage_{queue}"
 
 
 def make_broker(url: str, namespace: str, handler: Handler | None = None,
-                middleware: list[Middleware] | None = None) -> tuple[RedisBroker, dict[str, dramatiq.Actor]]:
+                middleware: list[Middleware] | None = None) -> tuple[SiteBroker, dict[str, dramatiq.Actor]]:
     broker = SiteBroker(url=url, namespace=namespace, heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
                          maintenance_chance=10_000)
     for extra in middleware or ():

@@ -32,9 +32,15 @@ def _forget_next_seq(session: Session, transaction: SessionTransaction) -> None:
     session.info.pop(_NEXT_SEQ, None)
 
 
+def _awaits_defaults(row: Base) -> bool:
+    """A new row left a column with a default unset (the site's own code sets them all)."""
+    return any(column.default is not None and getattr(row, column.name) is None
+               for column in type(row).__table__.columns)
+
+
 def append(session: Session, entity: str, row: Base, *, site_id: str, tenant_id: str, op: str = "upsert") -> int:
     """Record a row's new state."""
-    if inspect(row).pending:
+    if inspect(row).pending and _awaits_defaults(row):
         session.flush()  # column defaults are filled in at flush; the event must carry them
     return append_event(session, entity, _key(row), row_dict(row), site_id=site_id, tenant_id=tenant_id, op=op)
 

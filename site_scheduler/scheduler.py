@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import redis
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -93,6 +94,7 @@ class Scheduler:
         self._woken_by: bytes | None = None  # a result taken while waiting, not yet applied
         self._completed: dict[str, list[str]] = {}  # queue -> stages finished in this batch, for throughput
         self._sent_attempts: list[tuple[str, str, int]] = []  # repeated attempts sent in this dispatch
+        self._outgoing: list[dramatiq.Message] = []  # messages of this dispatch, enqueued together
         with Session(engine) as session, session.begin():
             for queue in QUEUES:
                 if session.get(QueueRow, queue) is None:
@@ -181,7 +183,7 @@ class Scheduler:
         return True
 
     def _apply_results(self, results: list[dict[str, Any]]) -> None:
-        with Session(self.engine) as session, session.begin(), session.no_autoflush:
+        with Session(self.engine) as session, session.begin():
             # One query loads the batch's stages and runs; each result then finds its rows in the
             # session instead of asking the database (and flushing) once per result.
             wanted = {(r["run_id"], r["stage_id"]) for r in results}
@@ -287,6 +289,9 @@ class Scheduler:
                 else:
                     ahead.append(self._cost_of(stage.kind))
                 sent = True
+            if self._outgoing:
+                self.broker.enqueue_all(self._outgoing)  # before the commit: a crash re-sends, never loses
+                self._outgoing.clear()
         if self._sent_attempts:
             # After the commit: a worker handed an older attempt of these stages skips it.
             pipe = self.redis.pipeline(transaction=False)
@@ -336,7 +341,8 @@ class Scheduler:
         stage.attempts += 1
         payload = {"run_id": run.run_id, "stage_id": stage.stage_id, "attempt": stage.attempts,
                    "kind": stage.kind, "tenant_id": run.tenant_id, "args": args}
-        message = self.actors[stage.queue].send_with_options(kwargs={"payload": payload})
+        message = self.actors[stage.queue].message_with_options(kwargs={"payload": payload})
+        self._outgoing.append(message)
         stage.message_id = message.message_id
         if stage.attempts > 1:
             self._sent_attempts.append((run.run_id, stage.stage_id, stage.attempts))
@@ -430,7 +436,6 @@ class Scheduler:
 
     def _complete_probe_run(self, session: Session, run_id: str) -> None:
         """A probe run is complete once every one of its no-op stages is done."""
-        session.flush()
         left = session.scalars(select(StageRow.stage_id).where(StageRow.run_id == run_id,
                                                                StageRow.status != "done").limit(1)).first()
         run = session.get(RunRow, run_id)

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 0.5
 HEARTBEAT_TTL_SECONDS = 10
+#: A stage still running after this long is reported as started.
+STARTED_AFTER_S = 0.05
 #: How long a message this worker may not take waits before it is offered again.
 DEFER_MS = 300
 
@@ -143,7 +145,11 @@ def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
         with state.lock:
             state.current = payload
         state.set_status("active")
-        _report(state, {**result, "status": "started"})
+        # "started" is for stages that take a while (the site shows them running, a drain deadline
+        # or a dead worker requeues them); one that finishes sooner goes straight to its result.
+        started = threading.Timer(STARTED_AFTER_S, _report, (state, {**result, "status": "started"}))
+        started.daemon = True
+        started.start()
         began = time.monotonic()
         try:
             done = run_stage(Path(endpoints.store), endpoints.site_id, payload["tenant_id"], payload["kind"],
@@ -158,6 +164,7 @@ def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
         except Exception as error:  # a bug in a stage: report it rather than lose the stage
             result |= {"status": "failed", "error": "".join(traceback.format_exception_only(error)).strip()}
         finally:
+            started.cancel()
             with state.lock:
                 state.current = None
             state.set_status("idle")

@@ -163,7 +163,7 @@ def test_retry_of_a_failed_stage_completes_the_run(site: Site, pilot: Path, tmp_
     run = site.wait(run_id)
     assert run["status"] == "failed", run
     failed = [s for s in run["stages"] if s["status"] == "failed"]
-    assert len(failed) == 1 and "injected failure" in failed[0]["error"]
+    assert len(failed) == 1 and "injected failure" in failed[0]["error"], json.dumps(run)
     identity = failed[0]["identity"]
     refused = site.cli("site", "retry-stage", run_id, "script", check=False)
     assert refused.returncode == 4 and "not failed" in refused.stderr
