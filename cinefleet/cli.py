@@ -15,6 +15,7 @@ from typing import Annotated
 import platformdirs
 import typer
 
+from cinefleet import logs
 from ops_agent.cli import agent_app, audit_app, keys_app, ops, pki_app
 from pipeline.errors import InputError, PipelineError
 from site_scheduler.cli import runs_app, site_app
@@ -171,6 +172,7 @@ def _bench_module(name: str) -> ModuleType:
 
 
 def main() -> None:
+    logs.configure()
     try:
         app()
     except KeyboardInterrupt:

@@ -9,7 +9,6 @@ Private keys are never printed: commands name key ids and files only.
 from __future__ import annotations
 
 import getpass
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -149,8 +148,6 @@ def agent_serve(
     from ops_agent.supervisor import WorkerSpecError, parse_specs
     from site_scheduler.config import default_data_dir
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         specs = tuple(parse_specs(workers)) if workers is not None else ()
         thresholds = Thresholds(load_per_cpu_degraded=load_per_cpu, memory_degraded=memory_high,

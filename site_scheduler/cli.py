@@ -7,7 +7,6 @@ Every command finds its site through ``--site ID [--data-dir DIR]`` (the ``site.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 from pathlib import Path
@@ -63,7 +62,6 @@ def serve(
     """Start the site's scheduler (and its Redis, unless --redis-url is given)."""
     from site_scheduler.service import serve as run
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run(site, data_dir or default_data_dir(site), redis_url, db_url, api_port=api_port)
     except SiteError as exc:
