@@ -333,7 +333,7 @@ class Agent:
                                      supervisor=self.supervisor)
         self._closers.append(self.monitor.close)
         self.board = HealthBoard()
-        self.pusher = HostStatePusher(config.host, self.link)
+        self.pusher = HostStatePusher(config.host, self.link, config.interval)
         self.health = health.HealthServicer()
         control_plane = _control_plane_ids(config.tls_dir) if config.tls_dir is not None else None
         self.servicer = OpsAgentServicer(config.host, self.verifier, self.link, self.audit, self.board, self.trust,

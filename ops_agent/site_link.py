@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -18,6 +19,9 @@ log = logging.getLogger(__name__)
 
 #: After a failed ``mark-host``, wait this long before trying again.
 PUSH_RETRY_S = 5.0
+#: The pushed state is checked at the site (which forgets it when its Redis is reset) every
+#: this many health intervals.
+RECHECK_INTERVALS = 10
 
 T = TypeVar("T")
 
@@ -65,9 +69,10 @@ class HostStatePusher(threading.Thread):
     down) and the health loop must not.
     """
 
-    def __init__(self, host: str, link: SiteLink) -> None:
+    def __init__(self, host: str, link: SiteLink, interval: float) -> None:
         super().__init__(name="host-state", daemon=True)
         self.host, self.link = host, link
+        self.recheck_s = interval * RECHECK_INTERVALS
         self.pushed: str | None = None
         self._wanted: str | None = None
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -78,11 +83,18 @@ class HostStatePusher(threading.Thread):
 
     def run(self) -> None:
         failed: str | None = None
+        checked = time.monotonic()
         while not self._stop.is_set():
             self._wake.clear()
             wanted = self._wanted
             if wanted is None or wanted == self.pushed:
-                self._wake.wait()
+                self._wake.wait(self.recheck_s)  # the health loop wakes it once per sample
+                if wanted is not None and time.monotonic() >= checked + self.recheck_s:
+                    checked = time.monotonic()
+                    if not self._site_agrees(wanted):
+                        log.warning("the site lost host %s's state %s (its Redis was reset?); pushing it again",
+                                    self.host, wanted)
+                        self.pushed = None
                 continue
             try:
                 self.link.call(lambda site, state=wanted: site.control("mark-host", host=self.host, state=state))
@@ -96,6 +108,13 @@ class HostStatePusher(threading.Thread):
                 continue
             log.info("host %s marked %s at the site", self.host, wanted)
             self.pushed, failed = wanted, None
+
+    def _site_agrees(self, state: str) -> bool:
+        """Does the site still hold the state pushed last? (A site that cannot be read is not doubted.)"""
+        try:
+            return self.link.call(lambda site: site.host_state(self.host)) == state
+        except SITE_ERRORS:
+            return True
 
     def stop(self) -> None:
         self._stop.set()

@@ -150,6 +150,11 @@ class SiteClient:
             })
         return figures
 
+    def host_state(self, host: str) -> str | None:
+        """The state workers on ``host`` obey (None: never marked, which counts as healthy)."""
+        state = self.redis.get(self.keys.host_state(host))
+        return None if state is None else state.decode()
+
     def outbox(self, since: int) -> list[dict[str, Any]]:
         with Session(self.engine) as session:
             return [outbox.event_dict(row) for row in outbox.since(session, since)]

@@ -556,6 +556,10 @@ def test_a_degraded_host_is_streamed_and_pushed_to_the_site(tls_agent: AgentProc
     wait_for(lambda: site.client.redis.get(keys_.host_state(TLS_HOST)) == b"degraded",
              "the site to mark the host degraded", timeout=30)
     assert site.client.redis.get(keys_.host_state(HOST)) == b"healthy"
+    # A site whose Redis forgot the mark (reset, flushed) hears it again within ten intervals.
+    site.client.redis.delete(keys_.host_state(TLS_HOST))
+    wait_for(lambda: site.client.redis.get(keys_.host_state(TLS_HOST)) == b"degraded",
+             "the agent to push the state again", timeout=30)
 
 
 def test_agent_serve_refuses_bad_options_with_exit_2(site: Site, kit: Kit, tmp_path: Path) -> None:
