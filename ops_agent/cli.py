@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ops_agent import audit, keys
 from ops_agent.errors import AgentError, KeyStoreError
+
+if TYPE_CHECKING:
+    import grpc
 
 EXIT_BROKEN, EXIT_FAILED, EXIT_INPUT, EXIT_REFUSED, EXIT_REJECTED = 1, 1, 2, 4, 5
 
@@ -31,6 +34,15 @@ BundleArgument = Annotated[Path, typer.Argument(help="Trust bundle file.")]
 def _fail(code: int, message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def _unreachable(agent: str, exc: grpc.RpcError) -> typer.Exit:
+    """What went wrong talking to the agent, as the exit of the command."""
+    import grpc
+
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    return _fail(EXIT_FAILED, f"agent {agent}: {code.name if code else 'error'}: {detail}")
 
 
 def _trusted(bundle: keys.TrustBundle) -> str:
@@ -217,9 +229,7 @@ def ops(
     except PkiError as exc:
         raise _fail(EXIT_INPUT, str(exc)) from None
     except grpc.RpcError as exc:
-        code = exc.code() if isinstance(exc, grpc.Call) else None
-        detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-        raise _fail(EXIT_FAILED, f"agent {agent}: {code.name if code else 'error'}: {detail}") from None
+        raise _unreachable(agent, exc) from None
     replayed = " (the stored result of an earlier execution)" if result.replayed_result else ""
     what = f"{action} {' '.join(target)} on {result.host or host}"
     if result.outcome == pb.OUTCOME_EXECUTED:
@@ -274,6 +284,4 @@ def agent_health(
     except PkiError as exc:
         raise _fail(EXIT_INPUT, str(exc)) from None
     except grpc.RpcError as exc:
-        code = exc.code() if isinstance(exc, grpc.Call) else None
-        detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-        raise _fail(EXIT_FAILED, f"agent {agent}: {code.name if code else 'error'}: {detail}") from None
+        raise _unreachable(agent, exc) from None

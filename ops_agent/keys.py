@@ -15,10 +15,8 @@ import base64
 import binascii
 import json
 import math
-import os
 import re
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ops_agent.errors import KeyStoreError, show_value
+from pipeline.store import atomic_write
 
 #: The signing key ``init`` and ``rotate`` manage inside a key folder (mode 0600).
 SIGNING_KEY_FILE = "signing-key.json"
@@ -82,26 +81,6 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _write_atomically(target: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``target`` with ``mode``: temp file beside it, fsync, rename, fsync the folder."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
 def _dump(document: dict[str, Any]) -> bytes:
     return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
@@ -133,7 +112,7 @@ class SigningKey:
         """Write the key to ``path``, mode 0600, atomically (an existing key is replaced whole or not at all)."""
         private = self.private_key.private_bytes(_RAW, serialization.PrivateFormat.Raw,
                                                  serialization.NoEncryption())
-        _write_atomically(path, _dump(self.public_document() | {"private_key": _b64(private)}), 0o600)
+        atomic_write(path, _dump(self.public_document() | {"private_key": _b64(private)}), 0o600)
 
     @classmethod
     def load(cls, path: Path) -> SigningKey:
@@ -250,7 +229,7 @@ class TrustBundle:
         return TrustBundle(self.version + 1, keys)
 
     def save(self, path: Path) -> None:
-        _write_atomically(path, _dump({"version": self.version, "keys": [k.document() for k in self.keys]}), 0o644)
+        atomic_write(path, _dump({"version": self.version, "keys": [k.document() for k in self.keys]}), 0o644)
 
     @classmethod
     def load(cls, path: Path) -> TrustBundle:
@@ -314,7 +293,7 @@ def init(folder: Path) -> tuple[SigningKey, TrustBundle]:
     key = SigningKey.generate()
     bundle = TrustBundle(1, (TrustedKey.from_bytes(key.key_id, key.public_bytes),))
     key.save(files.signing_key)
-    _write_atomically(files.public_key, _dump(key.public_document()), 0o644)
+    atomic_write(files.public_key, _dump(key.public_document()), 0o644)
     bundle.save(files.bundle)
     return key, bundle
 
@@ -349,5 +328,5 @@ def rotate(folder: Path) -> tuple[str, SigningKey, TrustBundle]:
     bundle = bundle.with_key(TrustedKey.from_bytes(new.key_id, new.public_bytes), files.bundle)
     bundle.save(files.bundle)
     new.save(files.signing_key)
-    _write_atomically(files.public_key, _dump(new.public_document()), 0o644)
+    atomic_write(files.public_key, _dump(new.public_document()), 0o644)
     return old.key_id, new, bundle

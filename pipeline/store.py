@@ -45,7 +45,7 @@ FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
-def _atomic(target: Path) -> Iterator[BinaryIO]:
+def _atomic(target: Path, mode: int = FILE_MODE) -> Iterator[BinaryIO]:
     """Yield a handle on a temp file beside ``target``; fsync and rename it into place on success."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -53,7 +53,7 @@ def _atomic(target: Path) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
-            os.fchmod(handle.fileno(), FILE_MODE)
+            os.fchmod(handle.fileno(), mode)  # the temp file starts 0600: a secret is never wider
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
@@ -61,9 +61,9 @@ def _atomic(target: Path) -> Iterator[BinaryIO]:
         raise
 
 
-def atomic_write(target: Path, data: bytes) -> None:
+def atomic_write(target: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """Write ``data`` to ``target`` so that readers see all of it or none of it."""
-    with _atomic(target) as handle:
+    with _atomic(target, mode) as handle:
         handle.write(data)
 
 

@@ -32,7 +32,7 @@ from protos import ops_agent_pb2_grpc
 from protos import telemetry_pb2 as telemetry
 from site_scheduler.keys import QUEUES
 from tests.ops_agent.harness import AgentProcess, wait_for
-from tests.pipeline.conftest import PILOT, TEST_PROFILE, require_espeak
+from tests.pipeline.conftest import require_espeak
 from tests.site_scheduler.conftest import SITE, Site
 
 HOST = "agent-t1"
@@ -44,18 +44,6 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    root = tmp_path_factory.mktemp("agent-e2e")
-    (root / "logs").mkdir()
-    running = Site(data_dir=root / "site", logs=root / "logs")
-    running.start_scheduler()
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 @dataclass
@@ -143,17 +131,6 @@ def agent(site: Site, kit: Kit, ffmpeg: Ffmpeg, tmp_path_factory: pytest.TempPat
         yield process
     finally:
         process.close()
-
-
-@pytest.fixture
-def pilot(tmp_path: Path) -> Path:
-    """The pilot at test resolution (as tests/site_scheduler's fixture of the same name)."""
-    data = json.loads((PILOT / "project.json").read_text())
-    data["render_profiles"] = TEST_PROFILE
-    data["assets"] = {"library": str(PILOT / "assets")}
-    path = tmp_path / "pilot.json"
-    path.write_text(json.dumps(data))
-    return path
 
 
 @pytest.fixture

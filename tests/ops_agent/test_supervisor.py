@@ -6,7 +6,7 @@ import os
 import signal
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +47,6 @@ def _stub(tmp_path: Path, name: str, body: str) -> str:
     path.write_text(f"#!/bin/sh\n{body}\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    root = tmp_path_factory.mktemp("agent-site")
-    (root / "logs").mkdir()
-    running = Site(data_dir=root / "site", logs=root / "logs")
-    running.start_scheduler()
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 # -- specs --------------------------------------------------------------------------------------
