@@ -13,7 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -27,9 +27,24 @@ V = TypeVar("V", bound=Versioned)
 REGISTRY_FILE = "registry.sqlite"
 
 
+class DerivationHints(Protocol):
+    """Where else a derivation may be known: a site worker's registry lives in memory for one
+    stage, so without hints every chunk of a mix it encoded before would be encoded again.
+
+    A hint is only a hint: an artifact it names is used only if the store holds it, and the
+    same key always derives the same bytes, so a stale or lost hint costs time, never bytes.
+    """
+
+    def get(self, tenant_id: str, stage: str, key: str) -> str | None: ...
+
+    def put(self, tenant_id: str, stage: str, key: str, output: str) -> None: ...
+
+
 class Workspace:
-    def __init__(self, root: Path, tenant_id: str, site_id: str, registry_url: str | Engine | None = None) -> None:
+    def __init__(self, root: Path, tenant_id: str, site_id: str, registry_url: str | Engine | None = None,
+                 hints: DerivationHints | None = None) -> None:
         self.root = Path(root)
+        self.hints = hints
         self.root.mkdir(parents=True, exist_ok=True)
         self.store = ArtifactStore(self.root)
         self.registry = Registry(registry_url or sqlite_url(self.root / REGISTRY_FILE))
@@ -108,6 +123,10 @@ class Workspace:
     def lookup(self, stage: str, key: str) -> str | None:
         """The artifact a stage already made for this key, if it is still in the store."""
         found = self.registry.derived(self.tenant_id, key)
+        if found is None and self.hints is not None:
+            found = self.hints.get(self.tenant_id, stage, key)
+            if found is not None and self.has(found):
+                self.registry.remember(self.tenant_id, key, stage, found)
         hit = found is not None and self.has(found)
         with self._lock:
             (self.hits if hit else self.misses)[stage] += 1
@@ -115,6 +134,8 @@ class Workspace:
 
     def remember(self, stage: str, key: str, output: str) -> None:
         self.registry.remember(self.tenant_id, key, stage, output)
+        if self.hints is not None:
+            self.hints.put(self.tenant_id, stage, key, output)
 
     def derive_file(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,7 +22,8 @@ from pipeline.models.project import ProfileSettings
 from pipeline.registry import ArtifactRow, AssetCacheRow, DerivationRow
 from pipeline.stages.assets import open_library
 from pipeline.stages.qa import VoiceSpan
-from pipeline.workspace import Workspace
+from pipeline.workspace import DerivationHints, Workspace
+from site_scheduler.keys import Keys
 
 
 def _rows(ws: Workspace) -> dict[str, list[dict[str, Any]]]:
@@ -43,14 +45,39 @@ def _settings(project_path: str, profile: str) -> tuple[Any, ProfileSettings]:
     return loaded, loaded.project.render_profiles.get(profile, ProfileSettings())
 
 
-def run_stage(store: Path, site_id: str, tenant_id: str, kind: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Run one stage; returns ``{"outputs": {...}, "rows": {...}}``. Pipeline errors propagate."""
+class RedisHints:
+    """Derivations made inside a stage (the AAC chunks of a mix), shared by the site's workers in Redis.
+
+    The scheduler's registry knows them too (the rows travel back with each result), but a
+    worker never reads the site database; without these hints a worker would encode every
+    chunk of a mix again after a one-line edit.
+    """
+
+    STAGES = (steps.ChunkCache.STAGE,)
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis, self.keys = client, keys
+
+    def get(self, tenant_id: str, stage: str, key: str) -> str | None:
+        if stage not in self.STAGES:
+            return None
+        found = self.redis.hget(self.keys.hints(tenant_id, stage), key)
+        return None if found is None else found.decode()
+
+    def put(self, tenant_id: str, stage: str, key: str, output: str) -> None:
+        if stage in self.STAGES:
+            self.redis.hset(self.keys.hints(tenant_id, stage), key, output)
+
+
+def run_stage(store: Path, site_id: str, tenant_id: str, kind: str, args: dict[str, Any],
+              hints: DerivationHints | None = None) -> dict[str, Any]:
+    """Run one stage; returns ``{"outputs": {...}, "rows": {...}, "hits": {...}}``. Pipeline errors propagate."""
     if kind == "probe":  # measures the site's dispatch overhead: no workspace, no work
         return {"outputs": {}, "rows": {}}
-    ws = Workspace(store, tenant_id, site_id, registry_url="sqlite://")
+    ws = Workspace(store, tenant_id, site_id, registry_url="sqlite://", hints=hints)
     try:
         outputs = _dispatch(ws, kind, args)
-        return {"outputs": outputs, "rows": _rows(ws)}
+        return {"outputs": outputs, "rows": _rows(ws), "hits": dict(ws.hits), "misses": dict(ws.misses)}
     finally:
         ws.close()
 

@@ -48,6 +48,10 @@ class Keys:
         """Set while a worker restarts; holds ``{"undrain": bool}``: whether it comes back taking work."""
         return f"{self.namespace}:restart:{name}"
 
+    def hints(self, tenant_id: str, stage: str) -> str:
+        """Hash derivation key -> artifact: what workers derived below the stage level (AAC chunks)."""
+        return f"{self.namespace}:hints:{tenant_id}:{stage}"
+
     def attempts(self, run_id: str) -> str:
         """Hash stage -> its latest attempt, for stages sent more than once: older attempts are stale."""
         return f"{self.namespace}:attempts:{run_id}"

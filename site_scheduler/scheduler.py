@@ -245,7 +245,8 @@ class Scheduler:
                    args: dict[str, Any], identity: str = "") -> StageRow:
         stage = StageRow(run_id=run.run_id, stage_id=stage_id, site_id=self.site_id, tenant_id=run.tenant_id,
                          kind=kind, queue=QUEUE_OF[kind], identity=identity, status="waiting", depends_on=needs,
-                         args=args, output=None, outputs={}, attempts=0, worker=None, message_id=None, error="")
+                         args=args, output=None, outputs={}, attempts=0, worker=None, message_id=None, error="",
+                         seconds=None, cache_hits=None, cache_misses=None)
         session.add(stage)
         self._emit(session, "stage", stage)
         return stage
@@ -389,6 +390,8 @@ class Scheduler:
             if "seconds" in result:
                 self._observe_cost(stage.kind, float(result["seconds"]))
                 stage.seconds = float(result["seconds"])
+            stage.cache_hits = sum(result.get("hits", {}).values())
+            stage.cache_misses = sum(result.get("misses", {}).values())
             self._record_rows(session, run, result.get("rows", {}))
             stage.worker = result.get("worker")
             self._finish_stage(session, run, stage, result["outputs"])

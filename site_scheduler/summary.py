@@ -1,7 +1,8 @@
 """What a finished site run did, as the same ``run_summary.json`` ``cinefleet render`` writes.
 
 Built from the stage rows: a stage the scheduler finished from the registry without sending
-it is a cache hit, one a worker ran is a miss with the run time the worker reported.
+it is a cache hit; a stage a worker ran brings the run time and the reuse the worker reported
+(the AAC chunks of a mix found through the site's hints, its own output a miss).
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ CACHE = "cache"
 def build(session: Session, run: RunRow, ws: Workspace, project_id: str) -> RunSummary:
     stages = list(session.scalars(select(StageRow).where(StageRow.run_id == run.run_id)
                                   .order_by(StageRow.stage_id)))
-    hits = sum(1 for s in stages if s.status == "done" and s.worker == CACHE)
     ran = [s for s in stages if s.status == "done" and s.worker != CACHE]
+    # A stage finished from the registry is one hit; a stage a worker ran counts what it reused
+    # and made inside (its own output is one miss), as `cinefleet render` counts its workspace.
+    hits = sum(1 for s in stages if s.status == "done" and s.worker == CACHE) + sum(s.cache_hits or 0 for s in ran)
+    misses = sum(s.cache_misses or 0 for s in ran)
     shots = [s for s in stages if s.kind == "shot" and s.status == "done"]
     failed = [s for s in stages if s.status == "failed"]
     plan = next((s.outputs.get("plan") for s in stages if s.kind == "render_plan" and s.status == "done"), None)
@@ -38,11 +42,12 @@ def build(session: Session, run: RunRow, ws: Workspace, project_id: str) -> RunS
         site_id=run.site_id,
         status=status,
         stages=tuple(StageTiming(stage=s.stage_id, seconds=round(s.seconds or 0.0, 3),
-                                 cache_hits=int(s.worker == CACHE), cache_misses=int(s.worker != CACHE),
+                                 cache_hits=1 if s.worker == CACHE else s.cache_hits or 0,
+                                 cache_misses=0 if s.worker == CACHE else s.cache_misses or 0,
                                  output_hash=s.output) for s in stages if s.status == "done"),
         cache_hits=hits,
-        cache_misses=len(ran),
-        cache_hit_rate=round(hits / (hits + len(ran)), 4) if hits + len(ran) else 0.0,
+        cache_misses=misses,
+        cache_hit_rate=round(hits / (hits + misses), 4) if hits + misses else 0.0,
         shots_rendered=sum(1 for s in shots if s.worker != CACHE),
         shots_reused=sum(1 for s in shots if s.worker == CACHE),
         local_jobs=sum(s.attempts for s in stages),

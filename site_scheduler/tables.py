@@ -56,6 +56,8 @@ class StageRow(Base):
     message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # the finishing attempt's run time
+    cache_hits: Mapped[int | None] = mapped_column(Integer, nullable=True)  # reuse inside the stage (AAC chunks)
+    cache_misses: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class WorkerRow(Base):

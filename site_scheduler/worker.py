@@ -29,7 +29,7 @@ from pipeline.errors import GateBlocked, PipelineError
 from site_scheduler.broker import make_broker
 from site_scheduler.config import SiteEndpoints
 from site_scheduler.errors import SiteError
-from site_scheduler.execute import run_stage
+from site_scheduler.execute import RedisHints, run_stage
 from site_scheduler.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
         began = time.monotonic()
         try:
             done = run_stage(Path(endpoints.store), endpoints.site_id, payload["tenant_id"], payload["kind"],
-                             payload["args"])
+                             payload["args"], RedisHints(state.redis, state.keys))
             result |= {"status": "done", "seconds": round(time.monotonic() - began, 4), **done}
         except GateBlocked as blocked:
             result |= {"status": "blocked", "error": str(blocked), "seconds": round(time.monotonic() - began, 4)}

@@ -1,4 +1,5 @@
-"""Timings: when a run was submitted and finished, how long a stage ran, when a worker's process started.
+"""Timings and reuse: when a run was submitted and finished, how long a stage ran and what it
+reused inside, when a worker's process started.
 
 They feed run_summary.json, cost events and the restart check; none is hashed into anything.
 
@@ -23,6 +24,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("finished_at", sa.Float, nullable=True))
     with op.batch_alter_table("stages") as batch:
         batch.add_column(sa.Column("seconds", sa.Float, nullable=True))
+        batch.add_column(sa.Column("cache_hits", sa.Integer, nullable=True))
+        batch.add_column(sa.Column("cache_misses", sa.Integer, nullable=True))
     with op.batch_alter_table("workers") as batch:
         batch.add_column(sa.Column("started_at", sa.Float, nullable=True))
 
@@ -31,6 +34,8 @@ def downgrade() -> None:
     with op.batch_alter_table("workers") as batch:
         batch.drop_column("started_at")
     with op.batch_alter_table("stages") as batch:
+        batch.drop_column("cache_misses")
+        batch.drop_column("cache_hits")
         batch.drop_column("seconds")
     with op.batch_alter_table("runs") as batch:
         batch.drop_column("finished_at")
