@@ -11,6 +11,7 @@ keys or tokens.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -152,10 +153,17 @@ class AuditLog:
                                      **asdict(record)}
             entry["entry_hash"] = entry_hash(entry)
             line = _canonical(entry) + b"\n"
-            written = os.write(self._fd, line)
-            if written != len(line):
-                raise AuditLogError(f"{self.path}: short write ({written} of {len(line)} bytes)")
-            os.fsync(self._fd)
+            end = os.lseek(self._fd, 0, os.SEEK_END)
+            try:
+                written = os.write(self._fd, line)
+                if written != len(line):
+                    raise AuditLogError(f"{self.path}: short write ({written} of {len(line)} bytes)")
+                os.fsync(self._fd)
+            except BaseException:
+                # Cut a torn line off, so the next entry starts a line of its own and the chain holds.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, end)
+                raise
             self.seq, self.head = entry["seq"], entry["entry_hash"]
         return entry
 

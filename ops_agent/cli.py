@@ -9,6 +9,7 @@ Private keys are never printed: commands name key ids and files only.
 from __future__ import annotations
 
 import getpass
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -175,6 +176,8 @@ def agent_serve(
         raise _fail(EXIT_INPUT, str(exc)) from None
     except AgentError as exc:
         raise _fail(EXIT_FAILED, str(exc)) from None
+    except (OSError, sqlite3.Error) as exc:  # the state folder, its nonce database or its audit log
+        raise _fail(EXIT_FAILED, f"agent state: {exc}") from None
 
 
 def _user() -> str:

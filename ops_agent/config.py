@@ -19,6 +19,7 @@ AGENT_FILE = "agent.json"
 NONCES_FILE = "nonces.sqlite"
 AUDIT_FILE = "audit.jsonl"
 TRUST_FILE = "trust-bundle.json"
+TRUST_FLOOR_FILE = "trust-version"
 
 
 def default_state_dir(data_dir: Path, host: str) -> Path:

@@ -37,6 +37,9 @@ MAX_TTL_S = 300
 DEFAULT_TTL_S = 120
 #: How far ahead of the agent's clock a command's issued_at may be.
 DEFAULT_SKEW_S = 30.0
+#: How long past its expiry a command id stays claimed: a command re-signed with the same id
+#: inside this time is refused rather than run a second time.
+COMMAND_ID_MEMORY_S = 7 * 24 * 3600
 
 #: The target each action takes: the oneof field of CommandPayload.target.
 TARGET_OF_ACTION: dict[int, str] = {
@@ -281,3 +284,6 @@ class Verifier:
         if not self._nonces.check_and_remember(payload.nonce, payload.expires_at + self._skew):
             raise Rejected(pb.REJECT_REPLAYED_NONCE, f"nonce: already seen (command_id {payload.command_id}); "
                                                      "expected a fresh nonce")
+        if not self._nonces.claim_command(payload.command_id, payload.expires_at + self._skew + COMMAND_ID_MEMORY_S):
+            raise Rejected(pb.REJECT_REPLAYED_NONCE, f"command_id {payload.command_id}: already claimed by an "
+                                                     "earlier command; expected a new id for a new command")

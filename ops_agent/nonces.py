@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (command_id, payload_sha256)
 );
 CREATE INDEX IF NOT EXISTS results_keep_until ON results (keep_until);
+CREATE TABLE IF NOT EXISTS commands (command_id TEXT PRIMARY KEY, keep_until REAL NOT NULL);
 """
 
 
@@ -65,6 +66,18 @@ class NonceStore:
             db.execute("DELETE FROM nonces WHERE keep_until <= ?", (self._clock(),))
             return db.execute("INSERT OR IGNORE INTO nonces (nonce, keep_until) VALUES (?, ?)",
                               (nonce, keep_until)).rowcount == 1
+
+    def claim_command(self, command_id: str, keep_until: float) -> bool:
+        """Record ``command_id`` until ``keep_until``; True when no command claimed it before.
+
+        A command id executes once: a second command signed with the same id (a new nonce, a
+        new window) is refused, not run again. Its first result is returned only to the very
+        same envelope (see :meth:`result_for`).
+        """
+        with self._write() as db:
+            db.execute("DELETE FROM commands WHERE keep_until <= ?", (self._clock(),))
+            return db.execute("INSERT OR IGNORE INTO commands (command_id, keep_until) VALUES (?, ?)",
+                              (command_id, keep_until)).rowcount == 1
 
     def result_for(self, command_id: str, payload_sha256: bytes) -> ops_agent_pb2.CommandResult | None:
         """The stored result of this exact command (same id and payload), or None."""

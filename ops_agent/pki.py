@@ -180,7 +180,8 @@ def _fsync_dir(dir: Path) -> None:
             os.close(fd)
 
 
-def _read(path: Path) -> bytes:
+def read(path: Path) -> bytes:
+    """A PKI file's bytes; a missing or unreadable one is a :class:`PkiError` naming it."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -192,16 +193,16 @@ def _read(path: Path) -> bytes:
 def server_credentials(dir: Path, host: str) -> grpc.ServerCredentials:
     """TLS for ``host``'s agent that requires a client certificate issued by this folder's CA."""
     dir = Path(dir)
-    return grpc.ssl_server_credentials([(_read(dir / f"{host}.key"), _read(dir / f"{host}.pem"))],
-                                       root_certificates=_read(dir / "ca.pem"), require_client_auth=True)
+    return grpc.ssl_server_credentials([(read(dir / f"{host}.key"), read(dir / f"{host}.pem"))],
+                                       root_certificates=read(dir / "ca.pem"), require_client_auth=True)
 
 
 def channel_credentials(dir: Path, name: str = OPERATOR) -> grpc.ChannelCredentials:
     """TLS for a client presenting ``name``'s certificate and trusting only this folder's CA."""
     dir = Path(dir)
-    return grpc.ssl_channel_credentials(root_certificates=_read(dir / "ca.pem"),
-                                        private_key=_read(dir / f"{name}.key"),
-                                        certificate_chain=_read(dir / f"{name}.pem"))
+    return grpc.ssl_channel_credentials(root_certificates=read(dir / "ca.pem"),
+                                        private_key=read(dir / f"{name}.key"),
+                                        certificate_chain=read(dir / f"{name}.pem"))
 
 
 def peer_spiffe_ids(context: Any) -> list[str]:

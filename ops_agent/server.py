@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,7 +46,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ops_agent import actions, pki
 from ops_agent.audit import AuditLog, AuditRecord
-from ops_agent.config import AGENT_FILE, NONCES_FILE, AgentConfig, AgentConfigError, check_listen
+from ops_agent.config import AGENT_FILE, NONCES_FILE, TRUST_FLOOR_FILE, AgentConfig, AgentConfigError, check_listen
 from ops_agent.envelope import Admission, Verifier, parse_envelope, payload_sha256
 from ops_agent.errors import AgentError, Rejected
 from ops_agent.health import SITE_ERRORS, HealthMonitor
@@ -196,8 +197,17 @@ class OpsAgentServicer:
             record = AuditRecord.for_result(command, result, admission.payload)
             self._log_and_audit(replace(record, message=f"replayed result: {record.message}"))
             return result
+        # The dispatch is on record before the action runs: a crash in between leaves an entry
+        # saying the command went to the site, where a resend finds its id already claimed.
+        dispatched = pb.CommandResult(command_id=admission.payload.command_id, host=self.host,
+                                      payload_sha256=admission.payload_sha256, started_at=started)
+        self._log_and_audit(replace(AuditRecord.for_result(command, dispatched, admission.payload),
+                                    outcome="DISPATCHED", message="sent to the site"))
         result = self._run(admission, started)
-        self.verifier.remember_result(admission, result)
+        try:
+            self.verifier.remember_result(admission, result)
+        except sqlite3.Error:  # the outcome is still answered and audited; a resend is refused as claimed
+            log.exception("result of command %s not stored", admission.payload.command_id)
         self._log_and_audit(AuditRecord.for_result(command, result, admission.payload))
         return result
 
@@ -212,6 +222,9 @@ class OpsAgentServicer:
             outcome, message = pb.OUTCOME_FAILED, str(exc)
         except SITE_ERRORS as exc:
             outcome, message = pb.OUTCOME_FAILED, f"site {self.verifier.site} unreachable: {_short(exc)}"
+        except Exception as exc:  # a bug or an unexpected answer: reported and audited, never a lost outcome
+            log.exception("command %s failed", payload.command_id)
+            outcome, message = pb.OUTCOME_FAILED, f"internal error: {_short(exc)}"
         return pb.CommandResult(command_id=payload.command_id, host=self.host, outcome=outcome, message=message,
                                 payload_sha256=admission.payload_sha256, started_at=started,
                                 finished_at=time.time())
@@ -280,7 +293,11 @@ def add_servicer(servicer: OpsAgentServicer, server: grpc.Server) -> None:
 
 def _control_plane_ids(tls_dir: Path) -> frozenset[str]:
     """The control plane's SPIFFE ID in the trust domain of ``tls_dir``'s CA (its URI SAN)."""
-    ca = x509.load_pem_x509_certificate((tls_dir / "ca.pem").read_bytes())
+    try:
+        ca = x509.load_pem_x509_certificate(pki.read(tls_dir / "ca.pem"))
+    except ValueError as exc:
+        raise pki.PkiError(f"{tls_dir / 'ca.pem'}: not a PEM certificate ({exc}); expected the CA made by "
+                           "`cinefleet pki init`") from None
     try:
         uris = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.UniformResourceIdentifier)
@@ -326,7 +343,7 @@ class Agent:
         # Through the link, so a site error drops its client and the next lookup finds the site anew.
         self.verifier = Verifier(config.host, config.site, TrustBundle(0, ()), self.nonces,
                                  lambda payload: self.link.call(lambda _site: targets(payload)))
-        self.trust = TrustFile(config.trust_file, self._install_trust)
+        self.trust = TrustFile(config.trust_file, self._install_trust, config.state / TRUST_FLOOR_FILE)
         self.supervisor = (Supervisor(config.site, config.data_dir, config.host, config.workers,
                                       log_dir=self.state_dir) if config.workers else None)
         self.monitor = HealthMonitor(config.host, config.site, config.data_dir, thresholds=config.thresholds,

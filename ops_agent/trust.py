@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ops_agent.errors import KeyStoreError
 from ops_agent.keys import TrustBundle
+from pipeline.store import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -21,18 +22,33 @@ class TrustFile:
     one appears. A file that cannot be read keeps the bundle in use and is logged.
     """
 
-    def __init__(self, path: Path, verifier_trust: Callable[[TrustBundle], None]) -> None:
+    def __init__(self, path: Path, verifier_trust: Callable[[TrustBundle], None], floor_file: Path) -> None:
         self.path = path
         self._install = verifier_trust
         self._lock = threading.Lock()
         self._seen: tuple[int, int, int] | None = None
+        # The highest version this agent ever trusted, kept beside its nonces: a restart must not
+        # reopen a rollback to an older bundle (one that still trusts a revoked key).
+        self._floor_file = floor_file
+        self._floor = int(floor_file.read_text()) if floor_file.exists() else 0
         self.bundle = TrustBundle(0, ())
         if path.exists():
-            self.bundle = TrustBundle.load(path)  # a broken bundle at start is the operator's to fix
+            bundle = TrustBundle.load(path)  # a broken bundle at start is the operator's to fix
+            if bundle.version < self._floor:
+                raise KeyStoreError(f"{path}: version {bundle.version} is older than version {self._floor} this "
+                                    f"agent has trusted ({floor_file}); refusing the rollback: expected a bundle "
+                                    f"of version {self._floor} or later")
+            self._adopt(bundle)
             self._seen = self._stat()
         else:
             log.warning("trust bundle %s does not exist: every command is refused until it does", path)
         self._install(self.bundle)
+
+    def _adopt(self, bundle: TrustBundle) -> None:
+        self.bundle = bundle
+        if bundle.version > self._floor:
+            atomic_write(self._floor_file, f"{bundle.version}\n".encode())
+            self._floor = bundle.version
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -64,7 +80,7 @@ class TrustFile:
                     log.error("trust bundle %s changed without a new version (%s); keeping the one in use",
                               self.path, bundle.version)
                 return
-            self.bundle = bundle
+            self._adopt(bundle)
             self._install(bundle)
             log.info("trust bundle %s version %s loaded: %s", self.path, bundle.version,
                      ", ".join(f"{k.key_id} ({k.state})" for k in bundle.keys) or "no keys")

@@ -2,8 +2,10 @@
 
 It is a thin face over :class:`SiteClient`, the same path the CLI takes: submissions and
 controls become requests the scheduler applies (it stays the database's only writer), reads
-go to the database. It listens on 127.0.0.1 only and has no authentication of its own: it is
-for programs on the site host; remote operators reach a site through its ops agent.
+go to the database. It listens on 127.0.0.1 only, answers only requests addressed to
+127.0.0.1 or localhost, and has no authentication of its own: it is for programs on the site
+host, as trusted as anyone who can run `cinefleet site` there; remote operators reach a site
+through its ops agent.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import InputError
@@ -59,6 +62,9 @@ class Control(BaseModel):
 
 def create_app(client: SiteClient) -> FastAPI:
     app = FastAPI(title=f"cinefleet site {client.endpoints.site_id}", version="1")
+    # Loopback alone does not stop a web page in a browser on this host from reaching the API
+    # through a DNS name rebound to 127.0.0.1; such a request names another host.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"])
 
     @app.get("/health")
     def health() -> dict[str, str]:

@@ -66,23 +66,36 @@ class SiteClient:
         return run_id
 
     def control(self, action: str, **args: Any) -> str:
+        """Apply a control and return the site's answer; it expires unapplied if the site does not take it in time.
+
+        Raises:
+            ControlRefused: the site refused it (missing target, wrong state); nothing changed.
+            SiteError: no answer in time. The message says whether the control was withdrawn
+                unapplied or was taken and its outcome is unknown.
+        """
         request_id = uuid.uuid4().hex
-        self._request(self.keys.controls, {"id": request_id, "action": action, "args": args})
+        raw = self._request(self.keys.controls, {"id": request_id, "action": action, "args": args,
+                                                 "expires": time.time() + CONTROL_TIMEOUT_S})
         answer = self.redis.blpop([self.keys.reply(request_id)], timeout=CONTROL_TIMEOUT_S)
         if answer is None:
-            raise SiteError(f"site {self.endpoints.site_id} did not answer {action} within {CONTROL_TIMEOUT_S} s; "
-                            "is `cinefleet site serve` running?")
+            if self.redis.lrem(self.keys.controls, 1, raw):
+                raise SiteError(f"site {self.endpoints.site_id} did not take {action} within {CONTROL_TIMEOUT_S} s; "
+                                "it was withdrawn unapplied. Is `cinefleet site serve` running?")
+            raise SiteError(f"site {self.endpoints.site_id} took {action} but did not answer within "
+                            f"{CONTROL_TIMEOUT_S} s; its outcome is unknown: check `cinefleet site workers|queues`")
         reply = json.loads(answer[1])
         if not reply["ok"]:
             raise ControlRefused(reply["message"])
         return str(reply["message"])
 
-    def _request(self, source: str, request: dict[str, Any]) -> None:
+    def _request(self, source: str, request: dict[str, Any]) -> str:
         """Queue a request for the scheduler and ring its doorbell, so an idle scheduler takes it now."""
+        raw = json.dumps(request)
         pipe = self.redis.pipeline()
-        pipe.rpush(source, json.dumps(request))
+        pipe.rpush(source, raw)
         pipe.rpush(self.keys.results, DOORBELL)
         pipe.execute()
+        return raw
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,7 @@ class Scheduler:
                 if not self.step():
                     self._wait_for_result()
             except redis.exceptions.ConnectionError:
+                recovered = False  # what was moved to a processing list before the error goes back
                 if supervise is not None and not supervise.alive():
                     log.warning("the site's redis-server died; restarting it on port %s", supervise.port)
                     supervise.restart()
@@ -196,7 +198,14 @@ class Scheduler:
                                                        StageRow.stage_id.in_(stage_ids[chunk:chunk + 400]))).all()
             probed: set[str] = set()
             for result in results:
-                self._result(session, result, probed)
+                try:
+                    with session.begin_nested():
+                        self._result(session, result, probed)
+                except Exception:
+                    # One result the scheduler cannot apply must not stop the site (it would meet
+                    # the same result again after every restart); it is logged and dropped.
+                    log.exception("result for %s/%s attempt %s not applied; dropped", result.get("run_id"),
+                                  result.get("stage_id"), result.get("attempt"))
             for run_id in probed:
                 self._complete_probe_run(session, run_id)
 
@@ -258,6 +267,8 @@ class Scheduler:
 
     def _dispatch(self) -> bool:
         sent = False
+        self._outgoing.clear()  # a dispatch that failed before its commit sent nothing that counts
+        self._sent_attempts.clear()
         with Session(self.engine) as session, session.begin():
             paused = {q.name for q in session.scalars(select(QueueRow).where(QueueRow.paused))}
             runs = {r.run_id: r for r in session.scalars(select(RunRow).where(RunRow.status.in_(("queued",
@@ -378,9 +389,13 @@ class Scheduler:
         if stage is None or run is None:
             log.warning("result for an unknown stage %s/%s", result["run_id"], result["stage_id"])
             return
-        if stage.status in FINISHED_STAGE_STATES or result.get("attempt") != stage.attempts:
-            return  # redelivered or superseded: the stage's identity already has its artifact
         status = result["status"]
+        if result.get("attempt") != stage.attempts or stage.status not in ("queued", "running") \
+                or (status == "started" and stage.status != "queued"):
+            # Redelivered, superseded (requeued after a drain deadline or a dead worker, and not
+            # sent again yet), or a "started" that arrived after the result it precedes: the
+            # stage's identity fixes its artifact, so whichever attempt finishes, the bytes are the same.
+            return
         if status != "started" and "seconds" in result:
             self._cost_event(session, run, stage, result)
         if status == "started":
@@ -458,7 +473,10 @@ class Scheduler:
         self._emit(session, "run", run)
         if run.project_path:  # a probe run has no project and no outputs
             ws = self.workspace(run.tenant_id)
-            summary.write(Path(run.out_dir), summary.build(session, run, ws, self._project_id(session, run, ws)))
+            try:
+                summary.write(Path(run.out_dir), summary.build(session, run, ws, self._project_id(session, run, ws)))
+            except (OSError, PipelineError) as exc:  # the run's state stands; the summary is a report of it
+                log.error("run %s: run_summary.json not written to %s: %s", run.run_id, run.out_dir, exc)
 
     def _project_id(self, session: Session, run: RunRow, ws: Workspace) -> str:
         script = session.get(StageRow, (run.run_id, "script"))
@@ -512,13 +530,17 @@ class Scheduler:
             "episode.mp4": outputs["episode"],
         }
         out = Path(run.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         ws = self.workspace(run.tenant_id)
-        for name in PUBLISHED:
-            if name not in files:
-                (out / name).unlink(missing_ok=True)
-        for name, found in files.items():
-            atomic_copy(ws.path(found), out / name)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for name in PUBLISHED:
+                if name not in files:
+                    (out / name).unlink(missing_ok=True)
+            for name, found in files.items():
+                atomic_copy(ws.path(found), out / name)
+        except OSError as exc:
+            self._finish_run(session, run, "failed", f"publishing to {out}: {exc}")
+            return
         run.episode = str(out / "episode.mp4")
         self._finish_run(session, run, "completed")
 
@@ -553,7 +575,7 @@ class Scheduler:
                 fields = {"host": beat["host"], "pid": int(beat["pid"]), "status": status,
                           "queues": json.loads(beat["queues"]), "current_job": beat["current_job"] or None,
                           "since": float(beat["since"]), "started_at": float(beat.get("started_at") or 0) or None}
-                if drain is not None and time.time() > json.loads(drain)["until"]:
+                if drain is not None and time.time() > drain_until(drain):
                     requeued |= self._requeue_from(session, name, "its drain deadline passed")
                 if row is None:
                     row = WorkerRow(name=name, site_id=self.site_id, **fields)
@@ -592,6 +614,10 @@ class Scheduler:
     def _control(self, request: dict[str, Any]) -> None:
         with Session(self.engine) as session:
             try:
+                if time.time() > request.get("expires", math.inf):
+                    # Its sender stopped waiting and reported it unanswered: applying it now would
+                    # be a change nobody asked for any more.
+                    raise ControlRefused(f"{request['action']} expired before the site took it; nothing changed")
                 with session.begin():
                     message = apply_control(self, session, request["action"], request.get("args", {}))
                 reply = {"ok": True, "message": message}
@@ -614,3 +640,12 @@ def _intended_status(reported: str, *, draining: bool) -> str:
     if draining:
         return {"idle": "draining", "active": "draining"}.get(reported, reported)
     return {"drained": "idle", "draining": "active"}.get(reported, reported)
+
+
+def drain_until(raw: bytes) -> float:
+    """When a drain's deadline passes; a key written before deadlines existed (a bare number) has none."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return math.inf
+    return float(value["until"]) if isinstance(value, dict) and "until" in value else math.inf

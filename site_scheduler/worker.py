@@ -185,12 +185,17 @@ def _report(state: WorkerState, result: dict[str, Any]) -> None:
     raise SiteError(f"could not report {result['run_id']}/{result['stage_id']}: Redis unreachable for minutes")
 
 
-def _watch(state: WorkerState, stop: threading.Event) -> None:
-    """Heartbeat, drain status, stopping abandoned or cancelled work, and asking for a restart."""
-    while not stop.is_set():
+def _watch(state: WorkerState, stop: threading.Event, halted: threading.Event) -> None:
+    """Heartbeat, drain status, stopping abandoned or cancelled work, and asking for a restart.
+
+    It beats until the worker has halted, not merely been asked to stop: a job still running
+    through a graceful stop keeps its heartbeat, so it is not requeued as if its worker had died,
+    and a cancellation can still kill its subprocesses.
+    """
+    while not halted.is_set():
         with contextlib.suppress(redis.exceptions.ConnectionError):  # Redis restarting: try next beat
             _watch_once(state, stop)
-        stop.wait(HEARTBEAT_SECONDS)
+        halted.wait(HEARTBEAT_SECONDS)
 
 
 def _watch_once(state: WorkerState, stop: threading.Event) -> None:
@@ -201,7 +206,7 @@ def _watch_once(state: WorkerState, stop: threading.Event) -> None:
                 os.kill(pid, signal.SIGKILL)
     if state.refused() == "draining":
         state.set_status("drained" if job is None else "draining")
-        if job is None and state.redis.exists(state.keys.restart(state.name)):
+        if job is None and not stop.is_set() and state.redis.exists(state.keys.restart(state.name)):
             state.restarting = True
             stop.set()  # the main thread stops consuming, then replaces this process
     elif state.status in ("draining", "drained"):
@@ -242,10 +247,10 @@ def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str
     state = WorkerState(name, keys, client, queues, host or socket.gethostname())
     broker, _ = make_broker(endpoints.redis_url, endpoints.namespace, make_handler(state, endpoints),
                             middleware=[SiteControls(state)])
-    stop = threading.Event()
+    stop, halted = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    watcher = threading.Thread(target=_watch, args=(state, stop), name="heartbeat", daemon=True)
+    watcher = threading.Thread(target=_watch, args=(state, stop, halted), name="heartbeat", daemon=True)
     watcher.start()
     # With prefetch 1 the consumer backs off while its one job runs; worker_timeout caps that
     # back-off, so it is also the longest pause between finishing a job and fetching the next.
@@ -256,6 +261,8 @@ def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str
         stop.wait()
     finally:
         worker.stop(timeout=600_000)
+        halted.set()
+        watcher.join(timeout=5)
         if not state.restarting:
             state.set_status("offline")
             with contextlib.suppress(redis.exceptions.ConnectionError):

@@ -331,7 +331,10 @@ def test_the_same_command_twice_executes_once_and_returns_the_first_result(agent
     assert [r.outcome for r in results] == [pb.OUTCOME_EXECUTED] * 4, results
     assert sorted(r.replayed_result for r in results) == [False, True, True, True]
     assert not _paused(site, "external_ai_queue")
-    ran = [e for e in agent.audit_entries() if e["command_id"] in (first.command_id, results[0].command_id)]
+    entries = [e for e in agent.audit_entries() if e["command_id"] in (first.command_id, results[0].command_id)]
+    assert [e["command_id"] for e in entries if e["outcome"] == "DISPATCHED"] == [first.command_id,
+                                                                                 results[0].command_id]
+    ran = [e for e in entries if e["outcome"] != "DISPATCHED"]
     assert [e["message"].startswith("replayed result: ") for e in ran] == [False, True, False, True, True, True]
 
 
@@ -544,7 +547,8 @@ def test_agent_serve_refuses_bad_options_with_exit_2(site: Site, kit: Kit, tmp_p
             "--state-dir", tmp_path / "state", "--trust", kit.bundle]
     for extra, message in ((["--listen", "0.0.0.0:0"], "without --tls-dir the agent listens on a loopback address"),
                            (["--workers", "w1=gpu_queue"], "worker w1: queue 'gpu_queue': expected one of"),
-                           (["--disk-high-water", "1.5"], "thresholds.disk_high_water: value 1.5")):
+                           (["--disk-high-water", "1.5"], "thresholds.disk_high_water: value 1.5"),
+                           (["--tls-dir", tmp_path], f"{tmp_path / 'ca.pem'}: no such file")):
         refused = _cli(*base, *extra)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
     assert not (tmp_path / "state" / "agent.json").exists()
@@ -577,6 +581,11 @@ def test_a_key_rotates_without_downtime_and_a_revoked_key_is_refused_at_once(age
         assert still.reason == pb.REJECT_REVOKED_KEY, still
         assert client.execute("pause-queue", "external_ai_queue", new, HOST, SITE).outcome == pb.OUTCOME_EXECUTED
         assert client.execute("resume-queue", "external_ai_queue", new, HOST, SITE).outcome == pb.OUTCOME_EXECUTED
+    # Nor after a restart: an agent on the same state folder refuses to start with the old bundle
+    restarted = _cli("agent", "serve", "--host", HOST, "--site", SITE, "--data-dir", site.data_dir,
+                     "--state-dir", agent.state_dir, "--trust", kit.bundle, "--listen", "127.0.0.1:0",
+                     "--audit", agent.state_dir / "second-audit.jsonl")
+    assert restarted.returncode == 2 and "refusing the rollback" in restarted.stderr, restarted.stderr
 
 
 def test_the_audit_log_verifies_after_everything_above(agent: AgentProcess) -> None:

@@ -158,3 +158,23 @@ def test_audit_verify_cli_exit_codes(tmp_path: Path) -> None:
     assert "line 2 (seq 3): deleted: seq 2 missing" in broken.output
     missing = runner.invoke(root, ["audit", "verify", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2 and "cannot read audit log" in missing.output
+
+
+def test_a_write_torn_by_a_full_disk_leaves_the_chain_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "audit.jsonl"
+    real_write = audit.os.write
+
+    def disk_full(fd: int, data: bytes) -> int:  # half the line lands, then the disk is full
+        real_write(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    with AuditLog(path) as log:
+        log.append(AuditRecord(command_id="c1", message="before"))
+        monkeypatch.setattr(audit.os, "write", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            log.append(AuditRecord(command_id="c2", message="torn"))
+        monkeypatch.setattr(audit.os, "write", real_write)
+        log.append(AuditRecord(command_id="c3", message="after"))
+    report = audit.verify(path)
+    assert report.ok and report.entries == 2, report
+    assert [json.loads(line)["command_id"] for line in _lines(path)] == ["c1", "c3"]

@@ -278,9 +278,11 @@ def test_the_same_command_id_runs_once_and_returns_its_first_result(kit: Kit) ->
     # Then its stored result is returned, marked as such, and nothing is admitted to run
     assert again.previous is not None
     assert again.previous.replayed_result and again.previous.message == "worker w1 draining"
-    # And a command reusing the id with other content does not get that result
+    # And a command reusing the id with other content neither gets that result nor runs again
     other = kit.command(command_id=first.payload.command_id, actor="eva")
-    assert restarted.admit(other).previous is None
+    with pytest.raises(Rejected, match=r"command_id .* already claimed") as reused:
+        restarted.admit(other)
+    assert reused.value.reason == pb.REJECT_REPLAYED_NONCE
     # And the stored result needs a valid signature: a forged copy of the envelope is refused
     forged = pb.SignedCommand()
     forged.CopyFrom(command)

@@ -53,6 +53,10 @@ def test_api_controls_apply_refuse_and_validate(site: Site, tmp_path: Path) -> N
         assert api.post("/controls", json={"action": "rm -rf", "queue": "x"}).status_code == 422
         assert api.post("/controls", json={"action": "cancel-run", "run": "nope"}).status_code == 409
         assert api.get("/runs/nope").status_code == 404
+        rebound = api.post("/controls", json={"action": "resume-queue", "queue": "media_queue"},
+                           headers={"Host": "attacker.example"})
+        assert rebound.status_code == 400, "a request addressed to another host name is refused"
+        assert next(q for q in api.get("/queues").json() if q["queue"] == "media_queue")["paused"] is True
 
         bad = tmp_path / "bad.json"
         bad.write_text("{not json")

@@ -221,16 +221,35 @@ def test_drain_deadline_requeues_the_job_in_flight_on_another_worker(site: Site,
     run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
     site.wait_until(lambda: not marker.exists(), "the encode to hang", timeout=90)
     hung = _hung_stage(site, run_id, "w1")
+    queue = str(hung["queue"])
+    site.cli("site", "pause-queue", queue)  # the requeued stage waits: the killed attempt reports first
     site.cli("site", "drain-worker", "w1", "--deadline", "1")
+    site.wait_until(lambda: _status(site, "w1") == "drained", "w1 to give up the wedged stage", timeout=15)
+    assert not _sleeping_children(site.workers["w1"].pid), "the wedged encoder was killed"
+    time.sleep(1.0)  # the killed attempt's "failed" result has been applied by now, or ignored
+    waiting = site.stage(run_id, str(hung["stage_id"]))
+    assert waiting["status"] == "waiting" and site.run(run_id)["status"] == "running", \
+        "the superseded attempt's failure fails nothing"
     site.start_worker("w2")
+    site.cli("site", "resume-queue", queue)
     run = site.wait(run_id)
     assert run["status"] == "completed", run
     stage = site.stage(run_id, str(hung["stage_id"]))
     assert stage["worker"] == "w2" and stage["attempts"] == 2
     assert "drain deadline passed" in stage["error"]
-    site.wait_until(lambda: _status(site, "w1") == "drained", "w1 to report drained", timeout=10)
-    assert not _sleeping_children(site.workers["w1"].pid), "the wedged encoder was killed"
     assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+
+
+def test_a_run_that_cannot_publish_fails_and_the_site_goes_on(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    site.start_worker("w1")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    run_id = json.loads(site.cli("submit", pilot, "--out", blocked / "out", "--json").stdout)["run_id"]
+    run = site.wait(run_id)
+    assert run["status"] == "failed" and "publishing to" in run["detail"] and run["episode"] is None, run
+    assert site.scheduler is not None and site.scheduler.poll() is None, "the scheduler is still up"
+    assert site.wait(site.client.submit_probe(3), timeout=60)["status"] == "completed"
 
 
 def test_restart_worker_gives_a_fresh_process_and_loses_nothing(site: Site, pilot: Path, tmp_path: Path) -> None:
