@@ -223,10 +223,22 @@ class Scheduler:
         return True
 
     def recover(self) -> None:
-        """On start-up, put back what a previous scheduler took but did not finish."""
+        """On start-up (or after losing Redis), put back what was taken but not finished.
+
+        Items a previous scheduler moved to a processing list go back to their list. Stages it
+        marked queued may have no message (a crash between the commit and the enqueue, or a
+        Redis that lost its data): they go back to waiting and are sent again as new attempts;
+        any old message left of them is then stale and skipped by the worker that receives it.
+        """
         for source in (self.keys.controls, self.keys.submissions, self.keys.results):
             while self.redis.lmove(self.keys.processing(source), source, "RIGHT", "LEFT") is not None:
                 pass
+        with Session(self.engine) as session, session.begin():
+            live = select(RunRow.run_id).where(RunRow.status.in_(("queued", "running")))
+            for stage in session.scalars(select(StageRow).where(StageRow.status == "queued",
+                                                                StageRow.run_id.in_(live))):
+                stage.status = "waiting"
+                self._emit(session, "stage", stage)
 
     # -- submissions -----------------------------------------------------------------------
 
@@ -301,17 +313,19 @@ class Scheduler:
                 else:
                     ahead.append(self._cost_of(stage.kind))
                 sent = True
-            if self._outgoing:
-                self.broker.enqueue_all(self._outgoing)  # before the commit: a crash re-sends, never loses
-                self._outgoing.clear()
+        # After the commit. A worker handed an older attempt of these stages skips it; a crash
+        # before the messages go leaves their stages queued with no message, and recover() sends
+        # them again as new attempts: nothing is lost, and no attempt runs twice.
         if self._sent_attempts:
-            # After the commit: a worker handed an older attempt of these stages skips it.
             pipe = self.redis.pipeline(transaction=False)
             for run_id, stage_id, attempt in self._sent_attempts:
                 pipe.hset(self.keys.attempts(run_id), stage_id, attempt)
                 pipe.expire(self.keys.attempts(run_id), 7 * 24 * 3600)
             pipe.execute()
             self._sent_attempts.clear()
+        if self._outgoing:
+            self.broker.enqueue_all(self._outgoing)
+            self._outgoing.clear()
         return sent
 
     @staticmethod
