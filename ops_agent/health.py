@@ -37,7 +37,6 @@ cost more, so the queue figures (site-wide, slow-moving) are read every ``queues
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,16 +45,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
-import redis
-import sqlalchemy.exc
 
 from ops_agent.errors import AgentError
+from ops_agent.site_link import SITE_ERRORS, SiteLink, short_error
 from protos import telemetry_pb2 as pb
-from site_scheduler.errors import SiteError
 
 if TYPE_CHECKING:
     from ops_agent.supervisor import Supervisor
-    from site_scheduler.client import SiteClient
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +61,6 @@ OFFLINE = pb.HOST_STATE_OFFLINE
 
 #: A supervised worker this young that the site has not heard from yet is starting, not dead.
 STARTUP_GRACE_S = 15.0
-#: The longest error text quoted in a reason line.
-_MAX_ERROR_CHARS = 160
 
 
 class InvalidThresholds(AgentError):
@@ -308,32 +302,25 @@ def worker_findings(workers: Sequence[pb.WorkerStatus], starting: Iterable[str] 
     return [f"worker {name}: supervised but no heartbeat at the site" for name in dead], None
 
 
-def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
-    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
-
-
-#: What reading the site raises when it is down, restarting or not started yet.
-SITE_ERRORS = (SiteError, redis.exceptions.RedisError, sqlalchemy.exc.SQLAlchemyError, OSError)
-
-
 class HealthMonitor:
     """One per agent: sample the host, read the site, judge the state, return a full HostHealth.
 
     Call :meth:`sample` once per interval from the agent's loop (not thread-safe; one caller).
-    The site is found through ``data_dir/site.json`` on first use and found again after any
-    failure, because a restarted site may listen on another Redis port.
+    The site is read through a :class:`~ops_agent.site_link.SiteLink` (the agent's own, or one
+    made here from ``data_dir``), which finds the site again after any failure.
 
     Parameters:
         host, site: this agent's host id and site id.
         data_dir: the site's data folder; None to report the host alone (always reachable).
+        link: the agent's link to the site; default one of this monitor's own for ``data_dir``.
         volumes: volumes to watch; default the data folder and ``/``.
         thresholds: see :class:`Thresholds`.
         supervisor: this host's :class:`~ops_agent.supervisor.Supervisor`, if it runs workers.
         queues_every: read the site's queue figures every this many samples.
     """
 
-    def __init__(self, host: str, site: str, data_dir: Path | None, *, volumes: Sequence[Path] | None = None,
+    def __init__(self, host: str, site: str, data_dir: Path | None, *, link: SiteLink | None = None,
+                 volumes: Sequence[Path] | None = None,
                  thresholds: Thresholds | None = None, supervisor: Supervisor | None = None,
                  queues_every: int = 5) -> None:
         self.host, self.site, self.data_dir = host, site, data_dir
@@ -343,24 +330,14 @@ class HealthMonitor:
         self.machine = HostStateMachine(self.thresholds)
         self.supervisor = supervisor
         self.queues_every = max(1, queues_every)
-        self._client: SiteClient | None = None
+        self._own_link = link is None and data_dir is not None
+        self.link = link if link is not None else (SiteLink(site, data_dir) if data_dir is not None else None)
         self._queues: list[pb.QueueStats] = []
         self._count = 0
 
     def close(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(*SITE_ERRORS):
-                self._client.close()
-            self._client = None
-
-    def _site_client(self) -> SiteClient:
-        if self._client is None:
-            from site_scheduler.client import SiteClient
-            from site_scheduler.config import read_endpoints
-
-            assert self.data_dir is not None
-            self._client = SiteClient(read_endpoints(self.site, self.data_dir))
-        return self._client
+        if self._own_link and self.link is not None:
+            self.link.close()
 
     def sample(self) -> pb.HostHealth:
         """One judged sample: host figures, this host's workers, the site's queues, state and reasons."""
@@ -371,17 +348,15 @@ class HealthMonitor:
         starting = [p.name for p in processes if p.running and p.uptime < STARTUP_GRACE_S]
         offline_reason: str | None = None
         rows: list[dict[str, Any]] | None = None
-        if self.data_dir is not None:
+        if self.link is not None:
             try:
-                client = self._site_client()
-                found = client.workers()
+                found = self.link.call(lambda site: site.workers())
                 if not self._queues or self._count % self.queues_every == 0:
-                    self._queues = queue_stats(client.queues(), self.site)
+                    self._queues = queue_stats(self.link.call(lambda site: site.queues()), self.site)
                 rows = found
             except SITE_ERRORS as exc:
-                self.close()
                 self._queues = []
-                offline_reason = f"site {self.site} unreachable: {_short(exc)}"
+                offline_reason = f"site {self.site} unreachable: {short_error(exc)}"
         self._count += 1
         workers = worker_statuses(rows or [], self.host, self.site, restarts)
         if rows is not None:

@@ -49,10 +49,10 @@ from ops_agent.audit import AuditLog, AuditRecord
 from ops_agent.config import AGENT_FILE, NONCES_FILE, TRUST_FLOOR_FILE, AgentConfig, AgentConfigError, check_listen
 from ops_agent.envelope import Admission, Verifier, parse_envelope, payload_sha256
 from ops_agent.errors import AgentError, Rejected
-from ops_agent.health import SITE_ERRORS, HealthMonitor
+from ops_agent.health import HealthMonitor
 from ops_agent.keys import TrustBundle
 from ops_agent.nonces import NonceStore
-from ops_agent.site_link import HostStatePusher, SiteLink
+from ops_agent.site_link import SITE_ERRORS, HostStatePusher, SiteLink, short_error
 from ops_agent.supervisor import Supervisor
 from ops_agent.trust import TrustFile
 from protos import ops_agent_pb2 as pb
@@ -187,7 +187,7 @@ class OpsAgentServicer:
             # The target could not be looked up: nothing ran and the nonce is still unused, so the
             # same command may be sent again once the site is back.
             result = pb.CommandResult(host=self.host, outcome=pb.OUTCOME_FAILED,
-                                      message=f"cannot check the target: site unreachable ({_short(exc)})",
+                                      message=f"cannot check the target: site unreachable ({short_error(exc)})",
                                       payload_sha256=payload_sha256(command), started_at=started,
                                       finished_at=time.time())
             self._log_and_audit(AuditRecord.for_result(command, result))
@@ -221,10 +221,10 @@ class OpsAgentServicer:
         except actions.UnknownAction as exc:
             outcome, message = pb.OUTCOME_FAILED, str(exc)
         except SITE_ERRORS as exc:
-            outcome, message = pb.OUTCOME_FAILED, f"site {self.verifier.site} unreachable: {_short(exc)}"
+            outcome, message = pb.OUTCOME_FAILED, f"site {self.verifier.site} unreachable: {short_error(exc)}"
         except Exception as exc:  # a bug or an unexpected answer: reported and audited, never a lost outcome
             log.exception("command %s failed", payload.command_id)
-            outcome, message = pb.OUTCOME_FAILED, f"internal error: {_short(exc)}"
+            outcome, message = pb.OUTCOME_FAILED, f"internal error: {short_error(exc)}"
         return pb.CommandResult(command_id=payload.command_id, host=self.host, outcome=outcome, message=message,
                                 payload_sha256=admission.payload_sha256, started_at=started,
                                 finished_at=time.time())
@@ -268,11 +268,6 @@ class OpsAgentServicer:
                     yield sample
         finally:
             self._watchers.release()
-
-
-def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def add_servicer(servicer: OpsAgentServicer, server: grpc.Server) -> None:
@@ -346,7 +341,8 @@ class Agent:
         self.trust = TrustFile(config.trust_file, self._install_trust, config.state / TRUST_FLOOR_FILE)
         self.supervisor = (Supervisor(config.site, config.data_dir, config.host, config.workers,
                                       log_dir=self.state_dir) if config.workers else None)
-        self.monitor = HealthMonitor(config.host, config.site, config.data_dir, thresholds=config.thresholds,
+        self.monitor = HealthMonitor(config.host, config.site, config.data_dir, link=self.link,
+                                     thresholds=config.thresholds,
                                      supervisor=self.supervisor)
         self._closers.append(self.monitor.close)
         self.board = HealthBoard()

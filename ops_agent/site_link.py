@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ops_agent.health import SITE_ERRORS
+import redis
+import sqlalchemy.exc
+
 from site_scheduler.client import SiteClient
 from site_scheduler.config import read_endpoints
-from site_scheduler.errors import ControlRefused
+from site_scheduler.errors import ControlRefused, SiteError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,18 @@ PUSH_RETRY_S = 5.0
 #: this many health intervals.
 RECHECK_INTERVALS = 10
 
+#: What reaching the site raises when it is down, restarting or not started yet.
+SITE_ERRORS = (SiteError, redis.exceptions.RedisError, sqlalchemy.exc.SQLAlchemyError, OSError)
+#: How much of an error's text goes into a result, a health reason or a log line.
+MAX_ERROR_CHARS = 200
+
 T = TypeVar("T")
+
+
+def short_error(exc: BaseException) -> str:
+    """``Type: first line of the message``, cut to :data:`MAX_ERROR_CHARS`."""
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 class SiteLink:
