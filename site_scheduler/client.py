@@ -142,11 +142,26 @@ class SiteClient:
                 .group_by(StageRow.queue)
             ).all())
         now = time.time()
+        # One keyspace scan for every worker's ack set (named ...__acks__.<worker>.<queue>), then
+        # the figures of all queues in one round trip.
+        acks: dict[str, list[bytes]] = {queue: [] for queue in QUEUES}
+        for key in self.redis.scan_iter(f"{ns}:__acks__.*"):
+            queue = key.decode().rsplit(".", 1)[-1]
+            if queue in acks:
+                acks[queue].append(key)
+        pipe = self.redis.pipeline(transaction=False)
         for queue in QUEUES:
-            in_flight = sum(self.redis.scard(key) for key in self.redis.scan_iter(f"{ns}:__acks__.*.{queue}"))
+            for key in acks[queue]:
+                pipe.scard(key)
+            pipe.llen(f"{ns}:{queue}")
+            pipe.zcount(self.keys.completed(queue), now - 3600, now)
+            pipe.hlen(f"{ns}:{queue}.DQ.msgs")
+            pipe.zcard(f"{ns}:{queue}.XQ")
+        replies = iter(pipe.execute())
+        for queue in QUEUES:
+            in_flight = sum(next(replies) for _ in acks[queue])
+            depth, per_hour, delayed, dead = (next(replies) for _ in range(4))
             row = rows.get(queue)
-            depth = self.redis.llen(f"{ns}:{queue}")
-            per_hour = self.redis.zcount(self.keys.completed(queue), now - 3600, now)
             left = depth + in_flight + waiting.get(queue, 0)
             figures.append({
                 "queue": queue,
@@ -154,8 +169,8 @@ class SiteClient:
                 "waiting": waiting.get(queue, 0),
                 "depth": depth,
                 "in_flight": in_flight,
-                "delayed": self.redis.hlen(f"{ns}:{queue}.DQ.msgs"),
-                "dead": self.redis.zcard(f"{ns}:{queue}.XQ"),
+                "delayed": delayed,
+                "dead": dead,
                 "completed": row.completed if row else 0,
                 "throughput_per_hour": per_hour,
                 # At the last hour's rate; None when nothing finished in that hour.

@@ -573,10 +573,15 @@ class Scheduler:
         """
         self._synced = time.monotonic()
         names = sorted(n.decode() for n in self.redis.smembers(self.keys.workers))
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:  # every heartbeat and drain key in one round trip, twice a second
+            pipe.hgetall(self.keys.worker(name))
+            pipe.get(self.keys.drain(name))
+        replies = pipe.execute()
         requeued = False
         with Session(self.engine) as session, session.begin():
-            for name in names:
-                beat = {k.decode(): v.decode() for k, v in self.redis.hgetall(self.keys.worker(name)).items()}
+            for name, raw_beat, drain in zip(names, replies[::2], replies[1::2], strict=True):
+                beat = {k.decode(): v.decode() for k, v in raw_beat.items()}
                 row = session.get(WorkerRow, name)
                 if not beat:
                     if row is not None and row.status != "offline":
@@ -584,7 +589,6 @@ class Scheduler:
                         self._emit(session, "worker", row)
                         requeued |= self._requeue_from(session, name, "it went offline")
                     continue
-                drain = self.redis.get(self.keys.drain(name))
                 status = _intended_status(beat["status"], draining=drain is not None)
                 fields = {"host": beat["host"], "pid": int(beat["pid"]), "status": status,
                           "queues": json.loads(beat["queues"]), "current_job": beat["current_job"] or None,
