@@ -78,7 +78,6 @@ THROUGHPUT_WINDOW_S = 3600
 IDLE_WAIT_S = 0.05
 #: How often worker heartbeats are mirrored into the workers table.
 WORKER_SYNC_SECONDS = 0.5
-FINISHED_STAGE_STATES = ("done", "skipped", "cancelled")
 
 
 class Scheduler:
