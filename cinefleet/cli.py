@@ -31,6 +31,8 @@ app = typer.Typer(help="Render preview episodes and run the cinefleet fleet.", n
                   pretty_exceptions_enable=False, add_completion=False)
 schemas_app = typer.Typer(help="JSON Schemas of every document.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print their figures and ratios.", no_args_is_help=True)
+store_app = typer.Typer(help="The content-addressed artifact store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(site_app, name="site")
 app.add_typer(runs_app, name="runs")
@@ -119,6 +121,30 @@ def schemas_check(folder: Annotated[Path, typer.Argument()] = Path("schemas")) -
     if problems:
         raise _fail(EXIT_FAILED, "schemas are stale; run `cinefleet schemas export`")
     typer.echo(f"{folder}: current")
+
+
+@store_app.command("verify")
+def store_verify(
+    store: Annotated[Path | None, typer.Argument(help="Store folder; defaults to the per-user one.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Hash every blob in STORE; quarantine the damaged ones (exit 1 when any was found)."""
+    import json
+
+    from pipeline.store import ArtifactStore
+
+    root = store or default_store()
+    if not root.is_dir():
+        raise _fail(EXIT_INPUT, f"store: value {str(root)!r}: expected an existing store folder")
+    report = ArtifactStore(root).check()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+    else:
+        for damaged in report.damaged:
+            typer.echo(f"damaged: {damaged}", err=True)
+        typer.echo(f"{root}: {report.blobs} blobs whole ({report.bytes} bytes), {len(report.damaged)} damaged")
+    if report.damaged:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @bench_app.command("render")

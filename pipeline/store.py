@@ -3,18 +3,33 @@
 A file's name is the sha256 of its bytes, so a stored artifact can never be overwritten with
 different content. Writes go to a temporary file in the target folder, are fsynced and then
 renamed, so a crash leaves either the whole artifact or nothing.
+
+A disk, a careless hand or a half-restored backup can still change a blob after it was
+written, and a name that lies is worse than a missing file: the damaged bytes would ship in
+the next episode under the old hash. So a blob is checked against its name before it is
+reused (once per process while its size, mtime and inode stay the same, which keeps a warm
+render cheap) and whenever its bytes are read or copied out. A damaged blob is moved to
+``{root}/.quarantine/`` and reported as absent, so the stage that made it makes it again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import BinaryIO
+
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 URI_PREFIX = "cas://sha256/"
 
@@ -72,6 +87,54 @@ def atomic_copy(source: Path, target: Path) -> None:
         shutil.copyfileobj(src, handle, 1 << 20)
 
 
+QUARANTINE = ".quarantine"
+SCRATCH = ".scratch"
+
+
+class DamagedArtifact(PipelineError):
+    """A stored blob whose bytes no longer hash to its name; it has been quarantined."""
+
+    def __init__(self, path: Path, found: str, moved_to: Path | None) -> None:
+        self.path, self.found, self.moved_to = path, found, moved_to
+        where = f"moved to {moved_to}" if moved_to is not None else "already moved away by another process"
+        super().__init__(f"{path}: stored artifact is damaged: its bytes hash to {found}, not to its name; {where}")
+
+
+@dataclass
+class StoreCheck:
+    """What :meth:`ArtifactStore.check` found: whole blobs counted, damaged ones listed."""
+
+    root: Path
+    blobs: int = 0
+    bytes: int = 0
+    damaged: list[DamagedArtifact] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"store": str(self.root), "blobs_ok": self.blobs, "bytes_ok": self.bytes,
+                "damaged": [{"path": str(d.path), "hashes_to": d.found,
+                             "quarantined_to": None if d.moved_to is None else str(d.moved_to)}
+                            for d in self.damaged]}
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What a verified blob looked like; any change to it means hashing it again."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, stat: os.stat_result) -> _Seen:
+        return cls(stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+#: Blobs this process has hashed and found whole (shared by every store object on one root:
+#: a site worker opens a workspace per stage).
+_verified: dict[Path, _Seen] = {}
+_verified_lock = threading.Lock()
+
+
 class ArtifactStore:
     """Immutable blobs for one site, partitioned by tenant."""
 
@@ -82,13 +145,38 @@ class ArtifactStore:
         return self.root / tenant_id / digest[:2] / digest
 
     def has(self, tenant_id: str, digest: str) -> bool:
-        return self.path(tenant_id, digest).is_file()
+        """True when the blob is stored and whole; a damaged one is quarantined and reported absent."""
+        try:
+            self.verify(tenant_id, digest)
+        except (FileNotFoundError, DamagedArtifact):
+            return False
+        return True
+
+    def verify(self, tenant_id: str, digest: str) -> Path:
+        """The blob's path once its bytes are known to hash to ``digest``.
+
+        Raises :class:`FileNotFoundError` when it is not stored and :class:`DamagedArtifact`
+        (after quarantining it) when its bytes changed.
+        """
+        path = self.path(tenant_id, digest)
+        stat = path.stat()
+        if not S_ISREG(stat.st_mode):
+            raise FileNotFoundError(path)
+        seen = _Seen.of(stat)
+        with _verified_lock:
+            if _verified.get(path) == seen:
+                return path
+        found = file_sha256(path)
+        if found != digest:
+            raise self._quarantine(path, found)
+        with _verified_lock:
+            _verified[path] = seen
+        return path
 
     def put_bytes(self, tenant_id: str, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        target = self.path(tenant_id, digest)
-        if not target.is_file():
-            atomic_write(target, data)
+        if not self.has(tenant_id, digest):
+            atomic_write(self.path(tenant_id, digest), data)
         return digest
 
     def put_file(self, tenant_id: str, source: Path, *, owned: bool = False) -> str:
@@ -100,7 +188,7 @@ class ArtifactStore:
         """
         digest = file_sha256(source)
         target = self.path(tenant_id, digest)
-        if target.is_file():
+        if self.has(tenant_id, digest):
             return digest
         if owned:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -118,10 +206,70 @@ class ArtifactStore:
         return digest
 
     def read_bytes(self, tenant_id: str, digest: str) -> bytes:
-        return self.path(tenant_id, digest).read_bytes()
+        """The blob's bytes, checked against its name (documents are small: always hashed)."""
+        path = self.path(tenant_id, digest)
+        data = path.read_bytes()
+        found = hashlib.sha256(data).hexdigest()
+        if found != digest:
+            raise self._quarantine(path, found)
+        return data
+
+    def copy_out(self, tenant_id: str, digest: str, target: Path) -> None:
+        """Publish a blob to ``target`` atomically, hashing the bytes as they are copied.
+
+        The check covers the copy itself, so a blob damaged since it was last verified never
+        reaches an output folder under a RenderOutput that names another hash.
+        """
+        path = self.path(tenant_id, digest)
+        sha = hashlib.sha256()
+        with _atomic(target) as handle, path.open("rb") as source:
+            for block in iter(lambda: source.read(1 << 20), b""):
+                sha.update(block)
+                handle.write(block)
+            if sha.hexdigest() != digest:
+                raise self._quarantine(path, sha.hexdigest())
 
     def scratch(self) -> Path:
         """A private folder on the store's filesystem, so finished files can be linked in."""
-        base = self.root / ".scratch"
+        base = self.root / SCRATCH
         base.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(dir=base))
+
+    def blobs(self) -> Iterator[tuple[str, str, Path]]:
+        """Every stored blob as (tenant_id, digest, path), in a stable order."""
+        for tenant in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for prefix in sorted(p for p in tenant.iterdir() if p.is_dir() and len(p.name) == 2):
+                for path in sorted(prefix.iterdir()):
+                    if path.name.startswith(prefix.name) and len(path.name) == 64:
+                        yield tenant.name, path.name, path
+
+    def check(self) -> StoreCheck:
+        """Hash every blob in the store; damaged ones are quarantined (the next run remakes them)."""
+        report = StoreCheck(root=self.root)
+        for tenant_id, digest, path in self.blobs():
+            try:
+                self.verify(tenant_id, digest)
+            except FileNotFoundError:
+                continue  # removed while we walked
+            except DamagedArtifact as exc:
+                report.damaged.append(exc)
+                continue
+            report.blobs += 1
+            report.bytes += path.stat().st_size
+        return report
+
+    def _quarantine(self, path: Path, found: str) -> DamagedArtifact:
+        """Move a damaged blob aside (kept for inspection, never reused) and describe it."""
+        relative = path.relative_to(self.root)
+        moved = self.root / QUARANTINE / relative.parent / f"{path.name}.{found[:16]}"
+        moved.parent.mkdir(parents=True, exist_ok=True)
+        with _verified_lock:
+            _verified.pop(path, None)
+        try:
+            os.replace(path, moved)
+        except FileNotFoundError:  # another process moved it first
+            error = DamagedArtifact(path, found, None)
+        else:
+            error = DamagedArtifact(path, found, moved)
+        log.error("%s", error)
+        return error
