@@ -56,12 +56,24 @@ def file_sha256(path: Path) -> str:
 #: later). Temporary files are created 0600; finished files get the mode ``open()`` would give.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
+_file_mode = 0o666 & ~_UMASK
+
+
+def make_files_private() -> None:
+    """From now on every file this process (and its children) writes is 0600, folders 0700.
+
+    A site's data folder holds its database, artifacts and Redis files; none of them is for
+    another local user. Call it at start-up, before any thread writes a file.
+    """
+    global _file_mode
+    os.umask(0o077)
+    _file_mode = 0o600
 
 
 @contextlib.contextmanager
-def _atomic(target: Path, mode: int = FILE_MODE) -> Iterator[BinaryIO]:
+def _atomic(target: Path, mode: int | None = None) -> Iterator[BinaryIO]:
     """Yield a handle on a temp file beside ``target``; fsync and rename it into place on success."""
+    mode = _file_mode if mode is None else mode
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
@@ -76,7 +88,7 @@ def _atomic(target: Path, mode: int = FILE_MODE) -> Iterator[BinaryIO]:
         raise
 
 
-def atomic_write(target: Path, data: bytes, mode: int = FILE_MODE) -> None:
+def atomic_write(target: Path, data: bytes, mode: int | None = None) -> None:
     """Write ``data`` to ``target`` so that readers see all of it or none of it."""
     with _atomic(target, mode) as handle:
         handle.write(data)
@@ -194,7 +206,7 @@ class ArtifactStore:
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with source.open("rb") as handle:
-                    os.fchmod(handle.fileno(), FILE_MODE)  # tools write 0600 temp files
+                    os.fchmod(handle.fileno(), _file_mode)  # tools write 0600 temp files
                     os.fsync(handle.fileno())
                 os.link(source, target)
                 return digest

@@ -2,14 +2,20 @@
 
 ``cinefleet site serve`` writes ``DIR/site.json`` once its Redis and database are up; every
 other site command reads it from ``--data-dir`` and refuses a file that names another site.
+
+``site.json`` holds no secret: the passwords of the Redis and database URLs go to
+``DIR/secrets.json`` (0600), and a reader puts them back. The data folder is 0700, so only the
+site's own user reaches either.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 
@@ -17,6 +23,9 @@ from pipeline.store import atomic_write
 from site_scheduler.errors import SiteNotFound
 
 SITE_FILE = "site.json"
+SECRETS_FILE = "secrets.json"
+#: The endpoints whose URLs may carry a password.
+SECRET_URLS = ("redis_url", "db_url")
 
 
 def default_data_dir(site_id: str) -> Path:
@@ -43,9 +52,34 @@ def sqlite_url_for(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'site.sqlite').resolve()}"
 
 
+def make_data_dir(data_dir: Path) -> None:
+    """Create the site's folder 0700 (and tighten one that exists): everything in it is the site's."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(data_dir, 0o700)
+
+
+def without_password(url: str) -> str:
+    """``url`` with any password replaced by nothing (the user name stays, to say who connects)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def write_endpoints(endpoints: SiteEndpoints) -> None:
-    data = json.dumps(asdict(endpoints), indent=2, sort_keys=True).encode() + b"\n"
-    atomic_write(Path(endpoints.data_dir) / SITE_FILE, data)
+    folder = Path(endpoints.data_dir)
+    secret = {name: getattr(endpoints, name) for name in SECRET_URLS
+              if without_password(getattr(endpoints, name)) != getattr(endpoints, name)}
+    public = dataclasses.replace(endpoints, **{name: without_password(url) for name, url in secret.items()})
+    atomic_write(folder / SECRETS_FILE, json.dumps(secret, sort_keys=True).encode() + b"\n", mode=0o600)
+    data = json.dumps(asdict(public), indent=2, sort_keys=True).encode() + b"\n"
+    atomic_write(folder / SITE_FILE, data, mode=0o600)
 
 
 def read_endpoints(site_id: str, data_dir: Path) -> SiteEndpoints:
@@ -61,7 +95,19 @@ def read_endpoints(site_id: str, data_dir: Path) -> SiteEndpoints:
     endpoints = SiteEndpoints(**{key: value for key, value in data.items() if key in known})
     if endpoints.site_id != site_id:
         raise SiteNotFound(f"{path}: belongs to site {endpoints.site_id!r}, not {site_id!r}")
-    return endpoints
+    return dataclasses.replace(endpoints, **_secrets(data_dir / SECRETS_FILE))
+
+
+def _secrets(path: Path) -> dict[str, str]:
+    try:
+        found = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}  # written by a site that had no secret to keep
+    except PermissionError:
+        raise SiteNotFound(f"{path}: not readable by this user; run site commands as the site's own user") from None
+    except json.JSONDecodeError as exc:
+        raise SiteNotFound(f"{path}: malformed ({exc.msg}); restart the site to rewrite it") from None
+    return {name: str(found[name]) for name in SECRET_URLS if name in found}
 
 
 def process_alive(pid: int) -> bool:

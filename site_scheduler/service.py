@@ -8,27 +8,35 @@ picks them up.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
 import signal
 import threading
 from pathlib import Path
+from typing import IO
 
+from pipeline.store import make_files_private
 from site_scheduler.api import ApiServer
 from site_scheduler.client import SiteClient
-from site_scheduler.config import SiteEndpoints, sqlite_url_for, write_endpoints
+from site_scheduler.config import SiteEndpoints, make_data_dir, sqlite_url_for, write_endpoints
 from site_scheduler.database import migrate, open_engine
+from site_scheduler.errors import SiteError
 from site_scheduler.redis_server import RedisServer, start_redis
 from site_scheduler.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
+
+LOCK_FILE = "scheduler.lock"
 
 
 def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: str | None = None,
           ready: threading.Event | None = None, stop: threading.Event | None = None,
           api_port: int | None = None) -> None:
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_files_private()
+    make_data_dir(data_dir)
+    lock = hold_scheduler_lock(site_id, data_dir)
     server: RedisServer | None = None
     if redis_url is None:
         port_file = data_dir / "redis" / "port"
@@ -64,3 +72,26 @@ def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: st
         engine.dispose()
         if server is not None:
             server.stop()
+        lock.close()
+
+
+def hold_scheduler_lock(site_id: str, data_dir: Path) -> IO[str]:
+    """Claim the data folder for this scheduler for as long as the returned file stays open.
+
+    Two schedulers on one folder would send the same stage twice as the same attempt and
+    race each other's results; the kernel drops the lock when the process dies, however.
+    """
+    handle = (data_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise SiteError(f"{data_dir}: site {site_id} is already served by the scheduler with pid {holder}; "
+                        "stop it before starting another") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle

@@ -26,6 +26,7 @@ import redis
 from dramatiq.middleware import Middleware, SkipMessage
 
 from pipeline.errors import GateBlocked, PipelineError
+from pipeline.store import make_files_private
 from site_scheduler.broker import make_broker
 from site_scheduler.config import SiteEndpoints
 from site_scheduler.errors import SiteError
@@ -242,6 +243,7 @@ def _restart(state: WorkerState) -> None:
 
 
 def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str | None = None) -> None:
+    make_files_private()  # what it writes lands in the site's store and scratch folders
     client = redis.Redis.from_url(endpoints.redis_url)
     keys = Keys(endpoints.namespace)
     state = WorkerState(name, keys, client, queues, host or socket.gethostname())

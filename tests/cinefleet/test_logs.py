@@ -61,3 +61,4 @@ def test_a_site_logs_json_without_the_password_of_its_redis_url(tmp_path: Path) 
     scheduling = [e for e in lines if "scheduling on" in e["message"]]
     assert scheduling and f"redis://:***@127.0.0.1:{port}/0" in scheduling[0]["message"]
     assert "s3cret-pw" not in stderr
+    assert "s3cret-pw" not in (tmp_path / "site" / "site.json").read_text(), "site.json keeps no secret"
