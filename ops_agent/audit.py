@@ -90,16 +90,43 @@ def entry_hash(entry: dict[str, Any]) -> str:
     return hashlib.sha256(str(entry.get("prev_hash", "")).encode("utf-8") + _canonical(content)).hexdigest()
 
 
-def _as_entry(line: bytes) -> dict[str, Any] | None:
-    """The entry on ``line``, or None when the line is not an audit entry at all."""
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members, refusing a key given twice (a parser would keep the last one silently)."""
+    entry: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in entry:
+            raise ValueError(f"key {key!r} appears twice")
+        entry[key] = value
+    return entry
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _read_entry(line: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The entry on ``line`` and ``""``, or None and why the line is not a sound audit entry.
+
+    The line must be exactly the canonical bytes the writer hashed: a line that parses to the same
+    entry through other bytes (a duplicate key, spacing, key order, escapes) could be read two ways, by
+    this check and by any other reader, so it is refused. Never raises, whatever the line holds.
+    """
     try:
-        entry = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
+        entry = json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError covers malformed JSON, a duplicate key and an integer too long to convert.
+        return None, f"not an audit entry: {str(exc)[:120]}"
     if (not isinstance(entry, dict) or isinstance(entry.get("seq"), bool) or not isinstance(entry.get("seq"), int)
             or not isinstance(entry.get("prev_hash"), str) or not isinstance(entry.get("entry_hash"), str)):
-        return None
-    return entry
+        return None, "not an audit entry (expected a JSON object with seq, prev_hash and entry_hash)"
+    try:
+        canonical = _canonical(entry)
+    except UnicodeEncodeError:  # a lone surrogate escaped in a string: never written by the log
+        canonical = b""
+    if canonical != line:
+        return None, ("not canonical: the line is not the exact bytes that were hashed (expected sorted keys, "
+                      "no spaces, UTF-8, no escapes the writer does not make)")
+    return entry, ""
 
 
 class AuditLog:
@@ -140,11 +167,23 @@ class AuditLog:
             raise AuditLogError(f"{self.path}: last line is incomplete (an interrupted write?); expected a "
                                 "newline-terminated entry; run `audit verify` and repair the file by hand")
         last = tail[:-1].rsplit(b"\n", 1)[-1]
-        entry = _as_entry(last)
-        if entry is None or entry_hash(entry) != entry["entry_hash"]:
-            raise AuditLogError(f"{self.path}: last line is not a sound audit entry (bad JSON or hash); "
-                                "expected the chain's head; run `audit verify`")
+        entry, problem = _read_entry(last)
+        if entry is not None and entry_hash(entry) != entry["entry_hash"]:
+            problem = "edited: entry_hash does not match the entry's content"
+        if entry is None or problem:
+            raise AuditLogError(f"{self.path}: line {self._line_count(size)} (the last): {problem}; expected a "
+                                "sound entry as the chain's head; run `audit verify`")
         return entry["seq"], entry["entry_hash"]
+
+    def _line_count(self, size: int) -> int:
+        """How many lines the file holds; only counted to name the bad line in an error."""
+        count, offset = 0, 0
+        while offset < size:
+            chunk = os.pread(self._fd, min(1 << 20, size - offset), offset)
+            if not chunk:
+                break
+            count, offset = count + chunk.count(b"\n"), offset + len(chunk)
+        return count
 
     def append(self, record: AuditRecord) -> dict[str, Any]:
         """Write one entry for ``record`` and fsync it; returns the entry as written."""
@@ -205,14 +244,13 @@ def verify(path: Path) -> VerifyReport:
     data = path.read_bytes()
     lines = data.split(b"\n")
     torn = lines.pop()  # b"" when the file ends with a newline, as it should
-    entries = [_as_entry(line) for line in lines]
-    seqs = [e["seq"] if e is not None else None for e in entries]
+    read = [_read_entry(line) for line in lines]
+    seqs = [entry["seq"] if entry is not None else None for entry, _ in read]
     count = len(lines) + (1 if torn else 0)
     prev, expected = GENESIS_HASH, 1
-    for number, entry in enumerate(entries, start=1):
+    for number, (entry, problem) in enumerate(read, start=1):
         if entry is None:
-            return VerifyReport(path, count, number, None, "not an audit entry (expected a JSON object with seq, "
-                                                           "prev_hash and entry_hash)")
+            return VerifyReport(path, count, number, None, problem)
         seq = entry["seq"]
         if entry_hash(entry) != entry["entry_hash"]:
             return VerifyReport(path, count, number, seq, "edited: entry_hash does not match the entry's content")

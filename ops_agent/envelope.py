@@ -1,9 +1,11 @@
 """The signed command envelope: building and signing on the control plane, verifying on the agent.
 
 The envelope is DSSE-shaped: the payload travels as opaque bytes and the Ed25519 signature covers
-``PAE(payload_type, payload)``. The agent verifies the exact bytes it received before parsing them and
-never re-serializes (protobuf encoding is not canonical). It then checks, in a fixed order and refusing
-at the first failure, everything that makes a command acceptable on this host: see ``Verifier``.
+``PAE(payload_type, payload)``. The agent verifies the exact bytes it received before parsing them, and
+then requires that the parsed payload serializes (deterministically) back to exactly those bytes: protobuf
+parsing accepts many encodings of one message, and no reader may see another command than the signer
+meant. It then checks, in a fixed order and refusing at the first failure, everything that makes a command
+acceptable on this host: see ``Verifier``.
 """
 
 from __future__ import annotations
@@ -88,8 +90,8 @@ def new_payload(*, audience_host: str, site_id: str, action: int, target: Target
 
 
 def sign(payload: pb.CommandPayload, key: SigningKey) -> pb.SignedCommand:
-    """Serialize ``payload`` once and sign exactly those bytes."""
-    body = payload.SerializeToString()
+    """Serialize ``payload`` once, deterministically (the only encoding an agent accepts), and sign those bytes."""
+    body = payload.SerializeToString(deterministic=True)
     return pb.SignedCommand(payload=body, payload_type=PAYLOAD_TYPE, key_id=key.key_id,
                             signature=key.sign(pae(PAYLOAD_TYPE, body)))
 
@@ -133,10 +135,11 @@ class Verifier:
 
     Order (the reason code of each): size (OVERSIZE), payload type (PAYLOAD_TYPE), signature present
     (UNSIGNED), key id trusted (UNKNOWN_KEY) and usable now (REVOKED_KEY), Ed25519 over PAE of the received
-    bytes (BAD_SIGNATURE); then parse, unknown fields (MALFORMED), version (VERSION), command id and nonce
-    shape (MALFORMED), audience host (WRONG_HOST), site (WRONG_SITE), window length (TTL_TOO_LONG), not
-    yet valid (NOT_YET_VALID), expired (EXPIRED), action allow-list (UNKNOWN_ACTION), target kind and ids
-    (BAD_TARGET), target exists here (UNKNOWN_TARGET), nonce unseen (REPLAYED_NONCE), recorded on disk.
+    bytes (BAD_SIGNATURE); then parse, unknown fields and non-canonical encoding (MALFORMED), version
+    (VERSION), command id and nonce shape (MALFORMED), audience host (WRONG_HOST), site (WRONG_SITE), window
+    length (TTL_TOO_LONG), not yet valid (NOT_YET_VALID), expired (EXPIRED), action allow-list
+    (UNKNOWN_ACTION), target kind and ids (BAD_TARGET), target exists here (UNKNOWN_TARGET), nonce unseen
+    (REPLAYED_NONCE), recorded on disk.
 
     Parameters:
         host, site: this agent's host id and site; a command must name both exactly.
@@ -230,6 +233,14 @@ class Verifier:
         if unknown:
             raise Rejected(pb.REJECT_MALFORMED, f"{unknown}: unknown to payload version {PAYLOAD_VERSION}; "
                                                 "expected only known fields")
+        # Protobuf parsing is lenient: a field sent twice keeps its last value, an enum varint wider than
+        # 32 bits is cut to its low bits (2^32+4 reads as 4). Only the one encoding that reads back to
+        # the same bytes is accepted, so an approval tool and the agent can never read one command two ways.
+        if payload.SerializeToString(deterministic=True) != body:
+            raise Rejected(pb.REJECT_MALFORMED, "payload: not in canonical encoding (a repeated field, an "
+                                                "out-of-range or non-minimal value, a default value sent, or "
+                                                "fields out of order); expected the bytes of a deterministic "
+                                                "serialization")
         if payload.version != PAYLOAD_VERSION:
             raise Rejected(pb.REJECT_VERSION, f"version: value {payload.version}: expected {PAYLOAD_VERSION}")
         if not ID_PATTERN.fullmatch(payload.command_id):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
@@ -228,8 +229,21 @@ class TrustBundle:
         keys = tuple(replace(k, state=REVOKED) if k.key_id == key_id else k for k in self.keys)
         return TrustBundle(self.version + 1, keys)
 
+    def document(self) -> dict[str, Any]:
+        return {"version": self.version, "keys": [k.document() for k in self.keys]}
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the bundle's canonical JSON: what an agent binds its rollback floor to.
+
+        Computed over what the bundle means (version, keys, states, windows), not the file's bytes, so
+        re-saving the same bundle keeps its hash and any change of meaning changes it.
+        """
+        canonical = json.dumps(self.document(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
     def save(self, path: Path) -> None:
-        atomic_write(path, _dump({"version": self.version, "keys": [k.document() for k in self.keys]}), 0o644)
+        atomic_write(path, _dump(self.document()), 0o644)
 
     @classmethod
     def load(cls, path: Path) -> TrustBundle:
@@ -246,11 +260,18 @@ class TrustBundle:
             raise KeyStoreError(f"{path}: field keys: value {show_value(entries)}: expected a list of keys")
         keys = tuple(_trusted_key(path, i, entry) for i, entry in enumerate(entries))
         seen: set[str] = set()
+        seen_public: dict[bytes, str] = {}
         for i, key in enumerate(keys):
             if key.key_id in seen:
                 raise KeyStoreError(f"{path}: field keys[{i}].key_id: value {key.key_id!r}: expected a key id "
                                     "not used by an earlier key")
+            # One key under two ids would let revoking one id leave the key trusted under the other.
+            twin = seen_public.get(key.public_bytes)
+            if twin is not None:
+                raise KeyStoreError(f"{path}: field keys[{i}].public_key: value {show_value(_b64(key.public_bytes))}: "
+                                    f"expected a key not already trusted under another id (it is {twin!r})")
             seen.add(key.key_id)
+            seen_public[key.public_bytes] = key.key_id
         return cls(version, keys)
 
 

@@ -7,9 +7,11 @@ expected, and is raised as :class:`~pipeline.errors.InputError` before anything 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -17,6 +19,10 @@ from pipeline.errors import InputError
 from pipeline.models import DOCUMENTS, Canon, Project, Versioned
 
 V = TypeVar("V", bound=Versioned)
+
+#: Largest JSON document (project, canon, asset library) read: a real one is a few hundred KB at most,
+#: and a document is read whole into memory.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 
 #: File stems that name a document kind although they are not the class name.
 STEM_ALIASES = {"project": "Project", "canon": "Canon", "library": "AssetLibrary", "run_summary": "RunSummary"}
@@ -62,13 +68,64 @@ def _is_union_tag(part: int | str) -> bool:
     return isinstance(part, str) and (part[:1].isupper() or part in {"str", "int"} or "[" in part)
 
 
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: Path, max_bytes: int, where: str = "") -> IO[bytes]:
+    """Open ``path`` for reading only if it is a regular file of at most ``max_bytes``.
+
+    Opened without blocking and checked on the open descriptor, so a FIFO or a device (``/dev/zero``)
+    named by an untrusted file is refused at once instead of hanging or filling memory, and nothing can
+    swap the file between the check and the read. ``where`` (file, field, value) starts the error when
+    ``path`` was named by another file.
+
+    Raises:
+        FileNotFoundError: nothing is there (the caller knows whether that is an error).
+        InputError: anything else that is not a regular file of a sensible size.
+    """
+    subject = f"{where}: {path}" if where else f"{path}:"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise InputError(f"{subject} cannot be opened ({exc.strerror}); expected a readable regular file") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise InputError(f"{subject} is {_file_kind(info.st_mode)}; expected a regular file")
+    if info.st_size > max_bytes:
+        os.close(fd)
+        raise InputError(f"{subject} is {info.st_size} bytes; expected at most {max_bytes} bytes")
+    return os.fdopen(fd, "rb")
+
+
+def read_capped(handle: IO[bytes], path: Path, max_bytes: int, where: str = "") -> bytes:
+    """Read a file ``open_regular`` opened, refusing it if it grew past ``max_bytes`` since."""
+    with handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        subject = f"{where}: {path}" if where else f"{path}:"
+        raise InputError(f"{subject} is more than {max_bytes} bytes; expected at most {max_bytes} bytes")
+    return data
+
+
 def read_json(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_capped(open_regular(path, MAX_DOCUMENT_BYTES), path, MAX_DOCUMENT_BYTES)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file; expected a JSON document") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder; expected a JSON document") from None
+    return _parse_json(path, data)
+
+
+def _parse_json(path: Path, data: bytes) -> Any:
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: byte {exc.start} is not UTF-8; expected UTF-8 JSON") from None
     try:
@@ -77,6 +134,8 @@ def read_json(path: Path) -> Any:
         raise InputError(
             f"{path}: line {exc.lineno} column {exc.colno}: malformed JSON ({exc.msg}); expected valid JSON"
         ) from None
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, nesting thousands deep
+        raise InputError(f"{path}: {str(exc)[:100]}; expected a JSON document of ordinary numbers and depth") from None
 
 
 def parse_document(path: Path, data: Any, cls: type[V]) -> V:
@@ -127,6 +186,26 @@ def load_any(path: Path, kind: str | None = None) -> Versioned:
     return load_document(path, DOCUMENTS[kind])
 
 
+def confine(owner: Path | str, field: str, value: str, base: Path, root: Path) -> Path:
+    """``value``, a path relative to ``base``, resolved; refused unless it stays inside ``root``.
+
+    Paths in a project file are untrusted: an absolute path, ``../`` or a symlink pointing out of the
+    project's folder would let a project read any file the renderer can (and publish it in an episode).
+    Resolving first (symlinks included) and then requiring the result inside the resolved ``root``
+    closes all three. ``owner`` names the file that holds ``field``.
+    """
+    root = root.resolve()
+    try:
+        resolved = (base / value).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte, a name too long
+        raise InputError(f"{owner}: field '{field}': value {_show(value)}: cannot be resolved ({exc}); expected a "
+                         "path inside the project's folder") from None
+    if not resolved.is_relative_to(root):
+        raise InputError(f"{owner}: field '{field}': value {_show(value)}: expected a path inside the project's "
+                         f"folder {root} (it resolves to {resolved})")
+    return resolved
+
+
 @dataclass(frozen=True)
 class LoadedProject:
     """A validated project with its canon resolved and where it came from."""
@@ -141,20 +220,27 @@ class LoadedProject:
 
     @property
     def library(self) -> Path:
-        return self.folder / self.project.assets.library
+        """The asset library's folder, confined to the project's folder."""
+        return confine(self.path, "assets.library", self.project.assets.library, self.folder, self.folder)
 
 
 def load_project(path: Path) -> LoadedProject:
     path = Path(path)
     project = load_document(path, Project)
+    folder = path.resolve().parent
     if isinstance(project.canon, Canon):
         canon = project.canon
     else:
-        canon_path = path.parent / project.canon
-        if not canon_path.is_file():
+        canon_path = confine(path, "canon", project.canon, folder, folder)
+        where = f"{path}: field 'canon': value {_show(project.canon)}"
+        try:
+            data = read_capped(open_regular(canon_path, MAX_DOCUMENT_BYTES, where), canon_path, MAX_DOCUMENT_BYTES,
+                               where)
+        except FileNotFoundError:
             raise InputError(
-                f"{path}: field 'canon': value {_show(project.canon)}: expected an inline canon or the path "
-                f"of a Canon JSON file relative to the project ({canon_path} does not exist)"
-            )
-        canon = load_document(canon_path, Canon)
+                f"{where}: expected an inline canon or the path of a Canon JSON file relative to the project "
+                f"({canon_path} does not exist)"
+            ) from None
+        canon = parse_document(canon_path, _parse_json(canon_path, data), Canon)
+    confine(path, "assets.library", project.assets.library, folder, folder)
     return LoadedProject(path=path.resolve(), project=project, canon=canon)

@@ -8,7 +8,11 @@ Captions are drawn here rather than with ffmpeg's libass for the same reason.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
@@ -16,6 +20,10 @@ from pipeline.errors import MediaError
 from pipeline.media.files import atomic_output
 
 FONT_PATH = Path(__file__).resolve().parent.parent / "fonts" / "DejaVuSans.ttf"
+
+#: Most pixels a source image may have (8K UHD is 33 MP). Decoding costs about 4 bytes a pixel before
+#: any resize, and a PNG of a few hundred KB can claim 13000x13000, so the header is checked first.
+MAX_ASSET_PIXELS = 40_000_000
 
 _PNG_COMPRESS_LEVEL = 6
 _CARD_BACKGROUND = (20, 22, 28)
@@ -49,6 +57,32 @@ def _flatten(image: Image.Image) -> Image.Image:
     return base
 
 
+@contextlib.contextmanager
+def open_capped(source: Path | IO[bytes]) -> Iterator[Image.Image]:
+    """``Image.open`` that refuses more than ``MAX_ASSET_PIXELS`` from the header, before any decoding.
+
+    Pillow refuses an image only beyond twice its limit of 89 MP and merely warns above the limit; the
+    warning is silenced here because the lower cap, checked next, refuses every image it warns about.
+
+    Raises:
+        MediaError: the image claims too many pixels.
+        OSError, ValueError: Pillow cannot read it (``PIL.UnidentifiedImageError`` is an OSError).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            opened = Image.open(source)
+        except Image.DecompressionBombError as exc:
+            pillow_says = str(exc).split(",")[0]  # "Image size (N pixels) exceeds limit of M pixels"
+            raise MediaError(f"refused as a decompression bomb: {pillow_says}; expected an image of at most "
+                             f"{MAX_ASSET_PIXELS} pixels") from None
+    with opened:
+        if opened.width * opened.height > MAX_ASSET_PIXELS:
+            raise MediaError(f"{opened.width}x{opened.height} = {opened.width * opened.height} pixels; expected an "
+                             f"image of at most {MAX_ASSET_PIXELS} pixels")
+        yield opened
+
+
 def cover_image(src: Path, width: int, height: int, out_png: Path, scale: float = 1.0) -> None:
     """Cover-crop ``src`` to width:height and resize it to (width*scale, height*scale).
 
@@ -60,9 +94,9 @@ def cover_image(src: Path, width: int, height: int, out_png: Path, scale: float 
     if width <= 0 or height <= 0 or out_w <= 0 or out_h <= 0:
         raise ValueError(f"cover_image: bad size {width}x{height} scale {scale}")
     try:
-        with Image.open(src) as opened:
+        with open_capped(src) as opened:
             image = _flatten(ImageOps.exif_transpose(opened))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, MediaError) as exc:
         raise MediaError(f"cover image {src}: cannot read image: {exc}") from exc
     src_w, src_h = image.size
     target = width / height

@@ -7,20 +7,22 @@ rejected and treated as absent. A placeholder is flagged, never silent.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
-from pipeline.documents import load_document
-from pipeline.errors import InputError
+from pipeline.documents import confine, load_document, open_regular
+from pipeline.errors import InputError, MediaError
+from pipeline.media.stills import open_capped
 from pipeline.models import AssetLibrary, AssetManifest, Canon, Script, ShotList
 from pipeline.models.assets import AssetKind, AssetRequirement, LibraryAsset, License, ResolvedAsset, VoiceLine
 from pipeline.models.project import Mood
 
 LIBRARY_FILE = "library.json"
+#: Largest image file a library may offer; real stills for a 1280x720 episode are a few MB.
+MAX_ASSET_BYTES = 64 * 1024 * 1024
 
 #: The licence a drawn placeholder card carries: the pipeline made it, nobody else has a claim.
 PLACEHOLDER_LICENSE = License(
@@ -36,25 +38,57 @@ CachedAsset = Callable[[str], tuple[str, License] | None]
 
 @dataclass(frozen=True)
 class Library:
+    """A checked asset library: its entries, and each entry's file resolved inside the project's folder."""
+
     folder: Path
     entries: dict[str, LibraryAsset]
+    files: dict[str, Path] = dataclasses.field(default_factory=dict)
 
 
 def open_library(folder: Path, field: str, project_file: Path) -> Library:
-    """Read ``library.json``; a library the project names but that is not there is bad input."""
-    index = folder / LIBRARY_FILE
-    if not index.is_file():
+    """Read ``library.json`` and check every file it names, before anything is rendered.
+
+    A library the project names but that is not there is bad input. A library is untrusted: each
+    entry's file must resolve inside the project's folder, be a regular file of at most
+    ``MAX_ASSET_BYTES`` and, if it is an image, have at most ``stills.MAX_ASSET_PIXELS`` pixels by its header
+    (a small PNG can claim 13000x13000 and take gigabytes to decode). A file that is missing or not an
+    image is left to the manifest, which flags it and draws a placeholder.
+    """
+    root = project_file.resolve().parent
+    index = confine(project_file, field, str(folder / LIBRARY_FILE), folder, root)
+    if not index.exists():
         raise InputError(
             f"{project_file}: field '{field}': value {str(folder)!r}: expected a folder holding {LIBRARY_FILE} "
             f"({index} does not exist)"
         )
     library = load_document(index, AssetLibrary)
     entries: dict[str, LibraryAsset] = {}
+    files: dict[str, Path] = {}
+    owner = f"{index} (the asset library of {project_file})"
     for position, asset in enumerate(library.assets):
         if asset.id in entries:
             raise InputError(f"{index}: field 'assets[{position}].id': value {asset.id!r}: expected a unique asset id")
         entries[asset.id] = asset
-    return Library(folder=folder, entries=entries)
+        files[asset.id] = confine(owner, f"assets[{position}].file", asset.file, folder, root)
+        _check_image(files[asset.id], f"{owner}: field 'assets[{position}].file': value {asset.file!r} "
+                                      f"(asset {asset.id!r})")
+    return Library(folder=folder, entries=entries, files=files)
+
+
+def _check_image(path: Path, where: str) -> None:
+    """Refuse a file that is not regular, too large, or an image of too many pixels (read from its header)."""
+    try:
+        handle = open_regular(path, MAX_ASSET_BYTES, where)
+    except FileNotFoundError:
+        return
+    with handle:
+        try:
+            with open_capped(handle):  # parses the header only; pixels are decoded on load()
+                pass
+        except MediaError as exc:
+            raise InputError(f"{where}: {path}: {exc}") from None
+        except (OSError, SyntaxError, ValueError):  # not an image: a placeholder, flagged
+            return
 
 
 def _library_image(library: Library, asset_id: str) -> tuple[Path | None, License | None, str | None]:
@@ -64,13 +98,16 @@ def _library_image(library: Library, asset_id: str) -> tuple[Path | None, Licens
         return None, None, "missing"
     if entry.license is None:
         return None, None, "unknown_license"
-    path = library.folder / entry.file
+    path = library.files[asset_id]
     try:
-        with Image.open(path) as image:
+        # Opened as open_library checked it: a file swapped for a FIFO since is refused, never waited on.
+        with open_regular(path, MAX_ASSET_BYTES, f"asset {asset_id!r}") as handle, open_capped(handle) as image:
             image.verify()
     except FileNotFoundError:
         return None, None, "file_missing"
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError):
+    except MediaError as exc:
+        raise InputError(f"asset {asset_id!r}: {path}: {exc}") from None
+    except (OSError, SyntaxError, ValueError):
         return None, None, "unreadable"
     return path, entry.license, None
 

@@ -59,7 +59,7 @@ def test_an_edited_entry_with_a_recomputed_hash_breaks_the_next_link(tmp_path: P
     entry = json.loads(lines[2])
     entry["outcome"] = "OUTCOME_REFUSED"
     entry["entry_hash"] = audit.entry_hash(entry)
-    lines[2] = json.dumps(entry) + "\n"
+    lines[2] = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
     path.write_text("".join(lines))
     report = audit.verify(path)
     assert (report.line, report.seq) == (4, 4) and "prev_hash does not match" in report.problem

@@ -52,6 +52,19 @@ def pilot_shotlist(
     return plan_shots(script, canon, fps, digest(script))
 
 
+def write_project(path: Path, data: dict[str, Any], library: Path = PILOT / "assets") -> Path:
+    """Write ``data`` as the project file ``path``, with a copy of ``library`` in its folder.
+
+    A project's files must lie inside its folder, so the library is copied beside it (as a folder of
+    the same name) rather than named by an absolute path.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(library, path.parent / library.name, dirs_exist_ok=True)
+    data["assets"] = {"library": library.name}
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
 @pytest.fixture
 def make_project(tmp_path: Path) -> Callable[..., Path]:
     """Write a copy of the pilot project; ``edit`` may change its JSON before it is written."""
@@ -60,12 +73,8 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
              library: Path | None = None) -> Path:
         data = json.loads((PILOT / "project.json").read_text())
         data["render_profiles"] = TEST_PROFILE
-        data["assets"] = {"library": str(library or PILOT / "assets")}
         if edit is not None:
             edit(data)
-        path = tmp_path / "projects" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2))
-        return path
+        return write_project(tmp_path / "projects" / name, data, library or PILOT / "assets")
 
     return make

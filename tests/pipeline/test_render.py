@@ -19,7 +19,7 @@ from pipeline.media import probe
 from pipeline.models import AssetManifest, RenderOutput, RunSummary
 from pipeline.render import PUBLISHED, RenderRequest, render
 from pipeline.store import file_sha256
-from tests.pipeline.conftest import PILOT, require_espeak
+from tests.pipeline.conftest import PILOT, require_espeak, write_project
 
 ARTIFACTS = ("Script.json", "ShotList.json", "AssetManifest.json", "RenderPlan.json", "RenderOutput.json",
              "episode.mp4", "captions.srt")
@@ -42,9 +42,7 @@ def golden(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("golden")
     data = json.loads((PILOT / "project.json").read_text())
     data["render_profiles"] = {"preview_local": {"width": 640, "height": 360, "fps": 24}}
-    data["assets"] = {"library": str(PILOT / "assets")}
-    project = base / "project.json"
-    project.write_text(json.dumps(data))
+    project = write_project(base / "project.json", data)
     summary = _render(project, base / "out", base / "store")
     return {"project": project, "out": base / "out", "store": base / "store", "summary": summary,
             "hashes": _hashes(base / "out")}
@@ -107,8 +105,7 @@ def test_unknown_licence_is_rejected_never_used(make_project: Callable[..., Path
 def test_editing_one_line_rerenders_only_that_shot(golden: dict[str, Any], tmp_path: Path) -> None:
     data = json.loads(golden["project"].read_text())
     data["beats"][1]["dialogue"][0]["text"] = "Gull Point, this is Saltmarsh. Two boats are still out."
-    project = tmp_path / "edited.json"
-    project.write_text(json.dumps(data))
+    project = write_project(tmp_path / "edited.json", data)
     store = tmp_path / "store"
     shutil.copytree(golden["store"], store)
     summary = _render(project, tmp_path / "out", store)
@@ -164,8 +161,7 @@ def test_canon_contradiction_exits_3_without_an_episode(make_project: Callable[.
 def test_failed_qa_gate_exits_3_and_withdraws_a_stale_episode(golden: dict[str, Any], tmp_path: Path) -> None:
     data = json.loads(golden["project"].read_text())
     data["target_duration"] = {"seconds": 600, "tolerance": 0.1}
-    project = tmp_path / "long.json"
-    project.write_text(json.dumps(data))
+    project = write_project(tmp_path / "long.json", data)
     out = tmp_path / "out"
     shutil.copytree(golden["out"], out)
     result = _cli("render", project, "--out", out, "--store", golden["store"])
@@ -199,7 +195,7 @@ def test_asset_gone_from_the_library_comes_from_the_cache(golden: dict[str, Any]
     library = _library_copy(tmp_path, lambda assets: assets.remove(next(a for a in assets if a["id"] == "char_mara")))
     data = json.loads(golden["project"].read_text())
     data["assets"] = {"library": str(library)}
-    project = tmp_path / "project.json"
+    project = tmp_path / "project.json"  # the library copy is inside the project's folder
     project.write_text(json.dumps(data))
     store = tmp_path / "store"
     shutil.copytree(golden["store"], store)
@@ -220,7 +216,7 @@ def test_incomplete_licence_metadata_blocks_publishing(golden: dict[str, Any], t
 
     data = json.loads(golden["project"].read_text())
     data["assets"] = {"library": str(_library_copy(tmp_path, cc_by_without_attribution))}
-    project = tmp_path / "project.json"
+    project = tmp_path / "project.json"  # the library copy is inside the project's folder
     project.write_text(json.dumps(data))
     out = tmp_path / "out"
     result = _cli("render", project, "--out", out, "--store", golden["store"])
@@ -240,8 +236,7 @@ def test_an_output_folder_under_a_file_is_refused_before_anything_is_written(tmp
 def test_a_failed_render_says_why_and_withdraws_stale_outputs(golden: dict[str, Any], tmp_path: Path) -> None:
     data = json.loads(golden["project"].read_text())
     data["canon"]["characters"][0]["voice"] = "zz-no-such-voice"  # a well-formed name espeak-ng lacks
-    project = tmp_path / "project.json"
-    project.write_text(json.dumps(data))
+    project = write_project(tmp_path / "project.json", data)
     out, store = tmp_path / "out", tmp_path / "store"
     shutil.copytree(golden["out"], out)
     shutil.copytree(golden["store"], store)

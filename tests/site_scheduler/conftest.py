@@ -21,7 +21,7 @@ import pytest
 
 from site_scheduler.client import SiteClient
 from site_scheduler.config import read_endpoints
-from tests.pipeline.conftest import PILOT, TEST_PROFILE
+from tests.pipeline.conftest import PILOT, TEST_PROFILE, write_project
 
 SITE = "t1"
 START_TIMEOUT_S = 30
@@ -129,7 +129,4 @@ def pilot(tmp_path: Path) -> Path:
     """The pilot at test resolution, as a project file of its own."""
     data = json.loads((PILOT / "project.json").read_text())
     data["render_profiles"] = TEST_PROFILE
-    data["assets"] = {"library": str(PILOT / "assets")}
-    path = tmp_path / "pilot.json"
-    path.write_text(json.dumps(data))
-    return path
+    return write_project(tmp_path / "pilot.json", data)
