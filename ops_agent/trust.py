@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ops_agent.errors import KeyStoreError
+from ops_agent.files import write_file
 from ops_agent.keys import TrustBundle
-from pipeline.store import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class TrustFile:
     def _adopt(self, bundle: TrustBundle) -> None:
         self.bundle = bundle
         if bundle.version > self._floor:
-            atomic_write(self._floor_file, f"{bundle.version}\n".encode())
+            write_file(self._floor_file, f"{bundle.version}\n".encode(), 0o600)
             self._floor = bundle.version
 
     def _stat(self) -> tuple[int, int, int] | None:
