@@ -1,34 +1,139 @@
 """The ``cinefleet`` command. Each component contributes its subcommands here.
 
-Exit codes are part of the interface: 0 success, 2 invalid input (nothing written), 3 a gate
-blocked publishing (no episode written), 1 any other failure.
+Exit codes are part of the interface, the same for every command:
+
+====  ==================  ====================================================================
+code  meaning             raised as
+====  ==================  ====================================================================
+0     ok
+1     failed              anything else: a failed run or stage, a broken audit chain, a command
+                          the agent verified but could not carry out
+2     invalid input       ``InputError``, ``AgentInputError``, a bad action or target, a bad
+                          option (typer's usage errors); nothing was written or sent
+3     gate blocked        ``GateBlocked`` (render), ``RunBlocked`` (submit --wait); no episode
+4     refused by the      ``ControlRefused``: the control names something missing or in the
+      site                wrong state; nothing changed
+5     rejected by the     ``Rejected`` (a check of the signed command failed) or mTLS refused
+      agent               the caller; nothing ran
+6     run cancelled       ``RunCancelled`` (submit --wait)
+7     unreachable         the site or the agent did not answer (``SiteUnreachable``,
+                          ``SiteNotFound``, Redis or database connection errors, gRPC errors)
+====  ==================  ====================================================================
+
+The component commands raise their own errors and print nothing about them; :func:`exit_code`
+is the one place that turns an error into its exit code (:data:`EXIT_CODES`), and the root
+command group prints ``error: MESSAGE`` on stderr for it. An exception no row matches is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated
+from typing import Annotated, Any
 
+import grpc
 import platformdirs
+import redis
+import sqlalchemy.exc
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from cinefleet import logs
 from ops_agent.cli import agent_app, audit_app, keys_app, ops, pki_app
-from pipeline.errors import InputError, PipelineError
+from ops_agent.errors import AgentError, AgentInputError, Rejected
+from pipeline.errors import GateBlocked, InputError, PipelineError
+from protos.actions import ActionInputError
 from site_scheduler.cli import runs_app, site_app
 from site_scheduler.cli import submit as site_submit
 from site_scheduler.cli import worker as site_worker
+from site_scheduler.errors import (
+    ControlRefused,
+    RunBlocked,
+    RunCancelled,
+    SiteError,
+    SiteNotFound,
+    SiteUnreachable,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INPUT = 2
 EXIT_BLOCKED = 3
+EXIT_REFUSED = 4
+EXIT_REJECTED = 5
+EXIT_CANCELLED = 6
+EXIT_UNREACHABLE = 7
+
+#: gRPC status codes that mean the agent refused the caller (mTLS identity) rather than was unreachable.
+_REFUSED_BY_AGENT = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+
+
+def _grpc_exit(exc: BaseException) -> int:
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    return EXIT_REJECTED if code in _REFUSED_BY_AGENT else EXIT_UNREACHABLE
+
+
+#: The one table from errors to exit codes, most specific first: the first row whose class matches
+#: wins; a callable decides for classes whose instances differ (gRPC status codes).
+EXIT_CODES: tuple[tuple[type[BaseException], int | Callable[[BaseException], int]], ...] = (
+    (InputError, EXIT_INPUT),
+    (AgentInputError, EXIT_INPUT),
+    (ActionInputError, EXIT_INPUT),
+    (GateBlocked, EXIT_BLOCKED),
+    (RunBlocked, EXIT_BLOCKED),
+    (ControlRefused, EXIT_REFUSED),
+    (Rejected, EXIT_REJECTED),
+    (RunCancelled, EXIT_CANCELLED),
+    (SiteUnreachable, EXIT_UNREACHABLE),
+    (SiteNotFound, EXIT_UNREACHABLE),
+    (redis.exceptions.ConnectionError, EXIT_UNREACHABLE),
+    (redis.exceptions.TimeoutError, EXIT_UNREACHABLE),
+    (sqlalchemy.exc.OperationalError, EXIT_UNREACHABLE),
+    (grpc.RpcError, _grpc_exit),
+    (PipelineError, EXIT_FAILED),
+    (SiteError, EXIT_FAILED),
+    (AgentError, EXIT_FAILED),
+)
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The exit code for ``exc`` from :data:`EXIT_CODES`; None for an error no row knows (a bug)."""
+    for kind, code in EXIT_CODES:
+        if isinstance(exc, kind):
+            return code(exc) if callable(code) else code
+    return None
+
+
+def error_message(exc: BaseException) -> str:
+    """What the operator reads: the error's own sentence (a gRPC error's status and details)."""
+    if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
+        return f"agent: {exc.code().name}: {exc.details()}"
+    return str(exc).splitlines()[0] if isinstance(exc, sqlalchemy.exc.SQLAlchemyError) else str(exc)
+
+
+class _MappedGroup(TyperGroup):
+    """The root group: runs the command, and turns what it raises into ``error: ...`` and its exit code."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors click privately)
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):  # typer's own exits and usage errors
+            raise
+        except Exception as exc:
+            code = exit_code(exc)
+            if code is None:
+                raise
+            typer.echo(f"error: {error_message(exc)}", err=True)
+            raise typer.Exit(code) from None
+
 
 app = typer.Typer(help="Render preview episodes and run the cinefleet fleet.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, cls=_MappedGroup)
 schemas_app = typer.Typer(help="JSON Schemas of every document.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print their figures and ratios.", no_args_is_help=True)
 store_app = typer.Typer(help="The content-addressed artifact store.", no_args_is_help=True)
@@ -62,6 +167,7 @@ def render(
     store: Annotated[Path | None, typer.Option(help="Artifact store; defaults to a per-user data folder.")] = None,
     profile: Annotated[str, typer.Option(help="Render profile.")] = "preview_local",
     workers: Annotated[int, typer.Option(help="Parallel ffmpeg jobs.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
     """Render PROJECT into DIR: the artifacts, episode.mp4, captions.srt and run_summary.json."""
     from pipeline.progress import Lines
@@ -70,15 +176,13 @@ def render(
 
     request = RenderRequest(project=project, out=out, store=store or default_store(), profile=profile,
                             workers=workers)
-    try:
-        result = run_render(request, Lines())
-    except InputError as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
-    except PipelineError as exc:
-        raise _fail(EXIT_FAILED, str(exc)) from None
+    result = run_render(request, Lines())
     if result.blocked is not None:
-        raise _fail(EXIT_BLOCKED, str(result.blocked))
+        raise result.blocked
     summary = result.summary
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+        return
     typer.echo(
         f"rendered {out / 'episode.mp4'}: {result.output.duration_s:.2f} s, {result.output.frames} frames, "  # type: ignore[union-attr]
         f"{summary.shots_rendered} shots rendered, {summary.shots_reused} reused, "
@@ -90,14 +194,18 @@ def render(
 def validate(
     file: Annotated[Path, typer.Argument(help="An artifact or project file.")],
     kind: Annotated[str | None, typer.Option(help="Document kind when the file name does not tell it.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
 ) -> None:
     """Validate FILE against its schema; the kind comes from the file name (Script.json) or --kind."""
+    import json
+
     from pipeline.documents import load_any
 
-    try:
-        document = load_any(file, kind)
-    except InputError as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
+    document = load_any(file, kind)
+    if as_json:
+        typer.echo(json.dumps({"file": str(file), "valid": True, "kind": type(document).__name__,
+                               "schema_version": document.schema_version}))
+        return
     typer.echo(f"{file}: valid {type(document).__name__} {document.schema_version}")
 
 
@@ -119,7 +227,7 @@ def schemas_check(folder: Annotated[Path, typer.Argument()] = Path("schemas")) -
     for problem in problems:
         typer.echo(problem, err=True)
     if problems:
-        raise _fail(EXIT_FAILED, "schemas are stale; run `cinefleet schemas export`")
+        raise PipelineError("schemas are stale; run `cinefleet schemas export`")
     typer.echo(f"{folder}: current")
 
 

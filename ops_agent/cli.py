@@ -1,27 +1,25 @@
 """The ops agent's commands: ``agent serve|health``, ``ops``, ``keys``, ``pki init`` and ``audit verify``.
 
-Exit codes: 0 done, 1 the audit chain is broken (``audit verify``) or any other failure,
-2 invalid input (nothing was changed or sent). ``ops`` adds 4 (the site refused the action;
-nothing changed) and 5 (the agent rejected the command; nothing ran).
-Private keys are never printed: commands name key ids and files only.
+Commands raise the agent's errors and print nothing about them: ``cinefleet`` turns each into
+its message and exit code in one place (``cinefleet.cli.EXIT_CODES``): invalid input
+(``AgentInputError``, a bad action or target) 2, a site's refusal 4, the agent's rejection
+(``Rejected``, or mTLS refusing the caller) 5, an agent that cannot be reached 7, anything else 1
+(a broken audit chain, a command that failed at the site). ``--json`` prints what a program can
+read on stdout. Private keys are never printed: commands name key ids and files only.
 """
 
 from __future__ import annotations
 
 import getpass
-import sqlite3
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ops_agent import audit, keys
-from ops_agent.errors import AgentError, KeyStoreError
-
-if TYPE_CHECKING:
-    import grpc
-
-EXIT_BROKEN, EXIT_FAILED, EXIT_INPUT, EXIT_REFUSED, EXIT_REJECTED = 1, 1, 2, 4, 5
+from ops_agent.errors import AgentInputError, AuditChainBroken, CommandFailed, Rejected
+from protos.actions import ACTIONS
 
 keys_app = typer.Typer(help="Command-signing keys and the agents' trust bundles.", no_args_is_help=True)
 audit_app = typer.Typer(help="The agent's hash-chained audit log.", no_args_is_help=True)
@@ -30,85 +28,87 @@ pki_app = typer.Typer(help="A local CA and certificates for the agents' mutual T
 
 FolderArgument = Annotated[Path, typer.Argument(help="Key folder (signing key, its public key, a trust bundle).")]
 BundleArgument = Annotated[Path, typer.Argument(help="Trust bundle file.")]
-
-
-def _fail(code: int, message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _unreachable(agent: str, exc: grpc.RpcError) -> typer.Exit:
-    """What went wrong talking to the agent, as the exit of the command."""
-    import grpc
-
-    code = exc.code() if isinstance(exc, grpc.Call) else None
-    detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-    return _fail(EXIT_FAILED, f"agent {agent}: {code.name if code else 'error'}: {detail}")
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (key ids and files, never a key).")]
 
 
 def _trusted(bundle: keys.TrustBundle) -> str:
     return ", ".join(f"{k.key_id} ({k.state})" for k in bundle.keys) or "none"
 
 
+def _bundle_json(path: Path, bundle: keys.TrustBundle) -> dict[str, Any]:
+    return {"file": str(path), "version": bundle.version,
+            "keys": [{"key_id": k.key_id, "state": k.state} for k in bundle.keys]}
+
+
+def _show(as_json: bool, value: dict[str, Any], lines: list[str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(value, sort_keys=True))
+        return
+    for line in lines:
+        typer.echo(line)
+
+
 @keys_app.command("init")
-def init(folder: FolderArgument) -> None:
+def init(folder: FolderArgument, as_json: JsonOption = False) -> None:
     """Create a signing key in FOLDER (mode 0600) and a trust bundle that trusts it."""
-    try:
-        key, bundle = keys.init(folder)
-    except KeyStoreError as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
+    key, bundle = keys.init(folder)
     files = keys.KeyFolder(folder)
-    typer.echo(f"signing key {key.key_id}: {files.signing_key} (mode 0600, keep it on the signer only)")
-    typer.echo(f"public key: {files.public_key} (give it to `keys add` on each agent's bundle)")
-    typer.echo(f"trust bundle {files.bundle} version {bundle.version}: {_trusted(bundle)}")
+    _show(as_json, {"key_id": key.key_id, "signing_key": str(files.signing_key), "public_key": str(files.public_key),
+                    "bundle": _bundle_json(files.bundle, bundle)},
+          [f"signing key {key.key_id}: {files.signing_key} (mode 0600, keep it on the signer only)",
+           f"public key: {files.public_key} (give it to `keys add` on each agent's bundle)",
+           f"trust bundle {files.bundle} version {bundle.version}: {_trusted(bundle)}"])
 
 
 @keys_app.command("add")
 def add(bundle_file: BundleArgument,
         key_file: Annotated[Path, typer.Argument(help="Public key file (or signing key file: only its public "
-                                                      "half is read).")]) -> None:
+                                                      "half is read).")],
+        as_json: JsonOption = False) -> None:
     """Trust the key in KEY_FILE in BUNDLE_FILE."""
-    try:
-        key, bundle = keys.add(bundle_file, key_file)
-    except KeyStoreError as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
-    typer.echo(f"trust bundle {bundle_file} version {bundle.version}: added {key.key_id}; trusts {_trusted(bundle)}")
+    key, bundle = keys.add(bundle_file, key_file)
+    _show(as_json, {"added": key.key_id, "bundle": _bundle_json(bundle_file, bundle)},
+          [f"trust bundle {bundle_file} version {bundle.version}: added {key.key_id}; trusts {_trusted(bundle)}"])
 
 
 @keys_app.command("revoke")
-def revoke(bundle_file: BundleArgument, key_id: Annotated[str, typer.Argument(help="The key id to revoke.")]) -> None:
+def revoke(bundle_file: BundleArgument, key_id: Annotated[str, typer.Argument(help="The key id to revoke.")],
+           as_json: JsonOption = False) -> None:
     """Revoke KEY_ID in BUNDLE_FILE: commands it signed are refused from then on."""
-    try:
-        bundle = keys.revoke(bundle_file, key_id)
-    except KeyStoreError as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
-    typer.echo(f"trust bundle {bundle_file} version {bundle.version}: revoked {key_id}; trusts {_trusted(bundle)}")
+    bundle = keys.revoke(bundle_file, key_id)
+    _show(as_json, {"revoked": key_id, "bundle": _bundle_json(bundle_file, bundle)},
+          [f"trust bundle {bundle_file} version {bundle.version}: revoked {key_id}; trusts {_trusted(bundle)}"])
 
 
 @keys_app.command("rotate")
-def rotate(folder: FolderArgument) -> None:
+def rotate(folder: FolderArgument, as_json: JsonOption = False) -> None:
     """Make a new signing key in FOLDER and trust it; the old key stays trusted until you revoke it."""
-    try:
-        old, key, bundle = keys.rotate(folder)
-    except KeyStoreError as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
+    old, key, bundle = keys.rotate(folder)
     files = keys.KeyFolder(folder)
-    typer.echo(f"signing key is now {key.key_id} ({files.signing_key}); {old} is no longer used to sign")
-    typer.echo(f"trust bundle {files.bundle} version {bundle.version}: {_trusted(bundle)}")
-    typer.echo(f"agents with their own bundle refuse {key.key_id} until `keys add BUNDLE {files.public_key}`; "
-               f"revoke {old} once its last commands have expired ({old} stays trusted until then)")
+    _show(as_json, {"key_id": key.key_id, "previous_key_id": old, "signing_key": str(files.signing_key),
+                    "public_key": str(files.public_key), "bundle": _bundle_json(files.bundle, bundle)},
+          [f"signing key is now {key.key_id} ({files.signing_key}); {old} is no longer used to sign",
+           f"trust bundle {files.bundle} version {bundle.version}: {_trusted(bundle)}",
+           f"agents with their own bundle refuse {key.key_id} until `keys add BUNDLE {files.public_key}`; "
+           f"revoke {old} once its last commands have expired ({old} stays trusted until then)"])
 
 
 @audit_app.command("verify")
-def verify(file: Annotated[Path, typer.Argument(help="The audit log (JSON lines).")]) -> None:
+def verify(file: Annotated[Path, typer.Argument(help="The audit log (JSON lines).")],
+           as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object, "
+                                                                "intact or not.")] = False) -> None:
     """Walk FILE's hash chain; exit 1 naming the first edited, deleted or reordered entry."""
     try:
         report = audit.verify(file)
     except OSError as exc:
-        raise _fail(EXIT_INPUT, f"{file}: cannot read audit log: {exc.strerror}") from None
+        raise AgentInputError(f"{file}: cannot read audit log: {exc.strerror}") from None
+    if as_json:
+        typer.echo(json.dumps({"file": str(file), "entries": report.entries, "ok": report.ok, "line": report.line,
+                               "seq": report.seq, "problem": report.problem}, sort_keys=True))
     if not report.ok:
-        raise _fail(EXIT_BROKEN, str(report))
-    typer.echo(str(report))
+        raise AuditChainBroken(str(report))
+    if not as_json:
+        typer.echo(str(report))
 
 
 @pki_app.command("init")
@@ -121,10 +121,7 @@ def pki_init(
     """Make a CA, one certificate per --host and the operator's client certificate in FOLDER."""
     from ops_agent import pki
 
-    try:
-        written = pki.init(folder, host, trust_domain)
-    except pki.PkiError as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
+    written = pki.init(folder, host, trust_domain)
     for path in written:
         typer.echo(str(path))
     typer.echo(f"agents: --tls-dir {folder} (each uses its own <host>.pem); operator: ops --tls-dir {folder}")
@@ -154,30 +151,25 @@ def agent_serve(
     reflection: Annotated[bool, typer.Option(help="Serve gRPC reflection.")] = True,
 ) -> None:
     """Serve host health and signed, allow-listed actions; supervise this host's workers until SIGTERM."""
-    from ops_agent.config import AgentConfig, AgentConfigError
-    from ops_agent.health import InvalidThresholds, Thresholds
-    from ops_agent.pki import PkiError
+    import sqlite3
+
+    from ops_agent.config import AgentConfig
+    from ops_agent.errors import AgentError
+    from ops_agent.health import Thresholds
     from ops_agent.server import serve
-    from ops_agent.supervisor import WorkerSpecError, parse_specs
+    from ops_agent.supervisor import parse_specs
     from site_scheduler.config import default_data_dir
 
-    try:
-        specs = tuple(parse_specs(workers)) if workers is not None else ()
-        thresholds = Thresholds(load_per_cpu_degraded=load_per_cpu, memory_degraded=memory_high,
-                                disk_high_water=disk_high_water)
-        config = AgentConfig(host=host, site=site, data_dir=data_dir or default_data_dir(site), state_dir=state_dir,
-                             listen=listen, trust=trust, tls_dir=tls_dir, workers=specs, audit=audit_file,
-                             thresholds=thresholds, interval=interval, reflection=reflection)
-    except (WorkerSpecError, InvalidThresholds) as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
+    specs = tuple(parse_specs(workers)) if workers is not None else ()
+    thresholds = Thresholds(load_per_cpu_degraded=load_per_cpu, memory_degraded=memory_high,
+                            disk_high_water=disk_high_water)
+    config = AgentConfig(host=host, site=site, data_dir=data_dir or default_data_dir(site), state_dir=state_dir,
+                         listen=listen, trust=trust, tls_dir=tls_dir, workers=specs, audit=audit_file,
+                         thresholds=thresholds, interval=interval, reflection=reflection)
     try:
         serve(config)
-    except (KeyStoreError, PkiError, AgentConfigError) as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
-    except AgentError as exc:
-        raise _fail(EXIT_FAILED, str(exc)) from None
     except (OSError, sqlite3.Error) as exc:  # the state folder, its nonce database or its audit log
-        raise _fail(EXIT_FAILED, f"agent state: {exc}") from None
+        raise AgentError(f"agent state: {exc}") from None
 
 
 def _user() -> str:
@@ -188,9 +180,10 @@ def _user() -> str:
 
 
 def ops(
-    action: Annotated[str, typer.Argument(help="drain-worker, undrain-worker, restart-worker, pause-queue, "
-                                               "resume-queue, cancel-run or retry-stage.")],
-    target: Annotated[list[str], typer.Argument(help="The worker, queue or run; RUN STAGE for retry-stage.")],
+    action: Annotated[str, typer.Argument(help=", ".join(f"{row.cli}{' (destructive)' if row.destructive else ''}"
+                                                         for row in ACTIONS) + ".")],
+    target: Annotated[list[str], typer.Argument(help="The target's ids: " + "; ".join(
+        f"{row.cli} {row.target.shape}" for row in ACTIONS) + ".")],
     agent: Annotated[str, typer.Option("--agent", help="The agent's HOST:PORT.")],
     key: Annotated[Path, typer.Option("--key", help="Signing key file (`keys init`).")],
     host: Annotated[str, typer.Option("--host", help="The host id the command is for (the agent's).")],
@@ -201,48 +194,42 @@ def ops(
     role: Annotated[str, typer.Option(help="The asker's role, recorded in the audit log.")] = "operator",
     ttl: Annotated[int, typer.Option(help="Seconds the command stays valid (at most 300).")] = 60,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent's answer.")] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the agent's CommandResult as one JSON object, "
+                                                         "whatever the outcome.")] = False,
 ) -> None:
     """Sign ACTION on TARGET with KEY and have the agent at --agent carry it out.
 
     Exit 0 executed, 4 refused by the site (nothing changed), 5 rejected by the agent (nothing ran), 2 bad
-    arguments, 1 any other failure.
+    arguments (nothing sent), 7 agent unreachable, 1 any other failure.
     """
-    import grpc
+    from google.protobuf.json_format import MessageToDict
 
-    from ops_agent.actions import UnknownAction, action_number, make_target
     from ops_agent.client import AgentClient
-    from ops_agent.pki import PkiError
+    from ops_agent.envelope import MAX_TTL_S
     from protos import ops_agent_pb2 as pb
+    from protos.actions import lookup
+    from site_scheduler.errors import ControlRefused
 
-    try:
-        number = action_number(action)
-        typed = make_target(number, target)
-    except (UnknownAction, ValueError) as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
-    if not 0 < ttl <= 300:
-        raise _fail(EXIT_INPUT, f"--ttl: value {ttl}: expected 1 to 300 seconds")
-    try:
-        signing_key = keys.SigningKey.load(key)
-    except KeyStoreError as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
-    try:
-        with AgentClient(agent, tls_dir, timeout=timeout) as client:
-            result = client.execute(number, typed, signing_key, host, site, actor=actor or _user(),
-                                    actor_role=role)
-    except PkiError as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
-    except grpc.RpcError as exc:
-        raise _unreachable(agent, exc) from None
+    row = lookup(action)
+    typed = row.make_target(target)
+    if not 0 < ttl <= MAX_TTL_S:
+        raise AgentInputError(f"--ttl: value {ttl}: expected 1 to {MAX_TTL_S} seconds")
+    signing_key = keys.SigningKey.load(key)
+    with AgentClient(agent, tls_dir, timeout=timeout) as client:
+        result = client.execute(row.action, typed, signing_key, host, site, actor=actor or _user(), actor_role=role)
+    if as_json:
+        typer.echo(json.dumps(MessageToDict(result, preserving_proto_field_name=True), sort_keys=True))
     replayed = " (the stored result of an earlier execution)" if result.replayed_result else ""
-    what = f"{action} {' '.join(target)} on {result.host or host}"
+    what = f"{row.cli} {' '.join(target)} on {result.host or host}"
     if result.outcome == pb.OUTCOME_EXECUTED:
-        typer.echo(f"executed {what}: {result.message}{replayed} [command {result.command_id}]")
+        if not as_json:
+            typer.echo(f"executed {what}: {result.message}{replayed} [command {result.command_id}]")
         return
     if result.outcome == pb.OUTCOME_REFUSED:
-        raise _fail(EXIT_REFUSED, f"refused {what}: {result.message}{replayed} [command {result.command_id}]")
+        raise ControlRefused(f"refused {what}: {result.message}{replayed} [command {result.command_id}]")
     if result.outcome == pb.OUTCOME_REJECTED:
-        raise _fail(EXIT_REJECTED, f"rejected {what}: {pb.RejectReason.Name(result.reason)}: {result.message}")
-    raise _fail(EXIT_FAILED, f"failed {what}: {pb.Outcome.Name(result.outcome)}: {result.message}{replayed}")
+        raise Rejected(result.reason, f"rejected {what}: {result.message}")
+    raise CommandFailed(f"failed {what}: {pb.Outcome.Name(result.outcome)}: {result.message}{replayed}")
 
 
 @agent_app.command("health")
@@ -255,11 +242,9 @@ def agent_health(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent's answer.")] = 10.0,
 ) -> None:
     """Print the host's health as its agent last sampled it (state, reasons, workers, trusted key ids)."""
-    import grpc
     from google.protobuf.json_format import MessageToJson
 
     from ops_agent.client import AgentClient
-    from ops_agent.pki import PkiError
     from protos import telemetry_pb2
 
     def show(sample: telemetry_pb2.HostHealth) -> None:
@@ -277,14 +262,9 @@ def agent_health(
                        f"{' (supervised)' if worker.supervised else ''}")
         typer.echo(f"  trusted keys: {', '.join(sample.trusted_key_ids) or 'none'}")
 
-    try:
-        with AgentClient(agent, tls_dir, timeout=timeout) as client:
-            if not watch:
-                show(client.get_health())
-                return
-            for sample in client.watch_health():
-                show(sample)
-    except PkiError as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
-    except grpc.RpcError as exc:
-        raise _unreachable(agent, exc) from None
+    with AgentClient(agent, tls_dir, timeout=timeout) as client:
+        if not watch:
+            show(client.get_health())
+            return
+        for sample in client.watch_health():
+            show(sample)

@@ -20,11 +20,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ops_agent import pki
-from ops_agent.actions import action_number, make_target
-from ops_agent.envelope import DEFAULT_TTL_S, Target, new_payload, sign
+from ops_agent.envelope import DEFAULT_TTL_S, new_payload, sign
 from ops_agent.keys import SigningKey
 from protos import ops_agent_pb2 as pb
 from protos import ops_agent_pb2_grpc, telemetry_pb2
+from protos.actions import Target, lookup
 
 #: The full method name of Execute, for sending raw bytes.
 EXECUTE_METHOD = "/cinefleet.ops_agent.v1.OpsAgent/Execute"
@@ -66,10 +66,11 @@ class AgentClient:
         ``action`` is an ``Action`` value or a name such as ``pause-queue``; ``target`` a typed
         target, or its ids (a worker, queue or run name; ``(RUN, STAGE)`` for a stage).
         """
-        number = action_number(action) if isinstance(action, str) else action
+        if isinstance(action, str):
+            action = lookup(action).action
         if not isinstance(target, pb.WorkerRef | pb.QueueRef | pb.RunRef | pb.StageRef):
-            target = make_target(number, [target] if isinstance(target, str) else list(target))
-        payload = new_payload(audience_host=host, site_id=site, action=number, target=target, actor=actor,
+            target = lookup(action).make_target([target] if isinstance(target, str) else list(target))
+        payload = new_payload(audience_host=host, site_id=site, action=action, target=target, actor=actor,
                               actor_role=actor_role, approved_by=approved_by, ttl_s=ttl_s, command_id=command_id)
         return self.send(sign(payload, key))
 

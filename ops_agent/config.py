@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops_agent.errors import AgentError
+from ops_agent.errors import AgentInputError
 from ops_agent.health import Thresholds
 from ops_agent.supervisor import WorkerSpec
 
@@ -72,7 +72,7 @@ class AgentConfig:
         return Path(self.audit) if self.audit is not None else self.state / AUDIT_FILE
 
 
-class AgentConfigError(AgentError):
+class AgentConfigError(AgentInputError):
     """Raised when the agent is told something it cannot run with; the message names the option and value."""
 
 

@@ -15,8 +15,9 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from cryptography.exceptions import InvalidSignature
 from google.protobuf.message import DecodeError, Message
@@ -26,6 +27,7 @@ from ops_agent.errors import AgentError, Rejected, show_value
 from ops_agent.keys import SigningKey, TrustBundle
 from ops_agent.nonces import NONCE_BYTES, NonceStore
 from protos import ops_agent_pb2 as pb
+from protos.actions import ACTIONS, TARGET_KINDS, Target
 
 #: The only payload type an agent accepts; signed inside PAE, so a signature cannot be reused for another type.
 PAYLOAD_TYPE = "application/vnd.cinefleet.ops-command.v1+proto"
@@ -43,21 +45,12 @@ DEFAULT_SKEW_S = 30.0
 #: inside this time is refused rather than run a second time.
 COMMAND_ID_MEMORY_S = 7 * 24 * 3600
 
-#: The target each action takes: the oneof field of CommandPayload.target.
-TARGET_OF_ACTION: dict[int, str] = {
-    pb.ACTION_DRAIN_WORKER: "worker",
-    pb.ACTION_UNDRAIN_WORKER: "worker",
-    pb.ACTION_RESTART_WORKER: "worker",
-    pb.ACTION_PAUSE_QUEUE: "queue",
-    pb.ACTION_RESUME_QUEUE: "queue",
-    pb.ACTION_CANCEL_RUN: "run",
-    pb.ACTION_RETRY_STAGE: "stage",
-}
+#: The target each allow-listed action takes (the oneof field of CommandPayload.target), from the one table.
+TARGET_OF_ACTION: Mapping[int, str] = MappingProxyType({row.action: row.target.field for row in ACTIONS})
 #: What a command id and a target's ids may look like: they reach logs, Redis keys and the site database.
 ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,127}")
 
-Target = pb.WorkerRef | pb.QueueRef | pb.RunRef | pb.StageRef
-_TARGET_FIELD = {pb.WorkerRef: "worker", pb.QueueRef: "queue", pb.RunRef: "run", pb.StageRef: "stage"}
+_TARGET_FIELD = {kind.message: kind.field for kind in TARGET_KINDS.values()}
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:

@@ -1,4 +1,9 @@
-"""The ops agent's error hierarchy: one root, the refusal of a command, and bad key material on disk."""
+"""The ops agent's error hierarchy: one root, the refusal of a command, bad input, and what else goes wrong.
+
+Each class says what happened, not how a transport reports it: the agent's command service turns
+them into a ``CommandResult`` outcome (``ops_agent.service``) and ``cinefleet`` into an exit code
+(``cinefleet.cli.EXIT_CODES``), each in one place.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +34,22 @@ class Rejected(AgentError):
         self.detail = detail
 
 
-class KeyStoreError(AgentError):
+class AgentInputError(AgentError):
+    """Raised when an operator's input (an option, a file, a spec) is invalid; nothing was changed or sent.
+
+    The message names the file or option, the field, its value and what was expected.
+    """
+
+
+class CommandFailed(AgentError):
+    """Raised by ``cinefleet ops`` when the agent verified a command but could not carry it out."""
+
+
+class AuditChainBroken(AgentError):
+    """Raised when an audit log's hash chain shows an edited, deleted or reordered entry."""
+
+
+class KeyStoreError(AgentInputError):
     """Raised when a key file or trust bundle is malformed or an operation on it makes no sense.
 
     The message names the file, the field, its value (never a private key's) and what was expected.

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from ops_agent.errors import AgentError
+from ops_agent.errors import AgentInputError
 from ops_agent.site_link import SITE_ERRORS, SiteLink, short_error
 from protos import telemetry_pb2 as pb
 
@@ -63,7 +63,7 @@ OFFLINE = pb.HOST_STATE_OFFLINE
 STARTUP_GRACE_S = 15.0
 
 
-class InvalidThresholds(AgentError):
+class InvalidThresholds(AgentInputError):
     """Raised when a threshold is out of its range; the message names the field, value and range."""
 
 

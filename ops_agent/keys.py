@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ops_agent.errors import KeyStoreError, show_value
-from pipeline.store import atomic_write
+from ops_agent.files import write_file
 
 #: The signing key ``init`` and ``rotate`` manage inside a key folder (mode 0600).
 SIGNING_KEY_FILE = "signing-key.json"
@@ -113,7 +113,7 @@ class SigningKey:
         """Write the key to ``path``, mode 0600, atomically (an existing key is replaced whole or not at all)."""
         private = self.private_key.private_bytes(_RAW, serialization.PrivateFormat.Raw,
                                                  serialization.NoEncryption())
-        atomic_write(path, _dump(self.public_document() | {"private_key": _b64(private)}), 0o600)
+        write_file(path, _dump(self.public_document() | {"private_key": _b64(private)}), 0o600)
 
     @classmethod
     def load(cls, path: Path) -> SigningKey:
@@ -243,7 +243,7 @@ class TrustBundle:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def save(self, path: Path) -> None:
-        atomic_write(path, _dump(self.document()), 0o644)
+        write_file(path, _dump(self.document()), 0o644)
 
     @classmethod
     def load(cls, path: Path) -> TrustBundle:
@@ -314,7 +314,7 @@ def init(folder: Path) -> tuple[SigningKey, TrustBundle]:
     key = SigningKey.generate()
     bundle = TrustBundle(1, (TrustedKey.from_bytes(key.key_id, key.public_bytes),))
     key.save(files.signing_key)
-    atomic_write(files.public_key, _dump(key.public_document()), 0o644)
+    write_file(files.public_key, _dump(key.public_document()), 0o644)
     bundle.save(files.bundle)
     return key, bundle
 
@@ -349,5 +349,5 @@ def rotate(folder: Path) -> tuple[str, SigningKey, TrustBundle]:
     bundle = bundle.with_key(TrustedKey.from_bytes(new.key_id, new.public_bytes), files.bundle)
     bundle.save(files.bundle)
     new.save(files.signing_key)
-    atomic_write(files.public_key, _dump(new.public_document()), 0o644)
+    write_file(files.public_key, _dump(new.public_document()), 0o644)
     return old.key_id, new, bundle

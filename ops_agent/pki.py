@@ -38,8 +38,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ops_agent.errors import AgentError
-from pipeline.store import atomic_write
+from ops_agent.errors import AgentInputError
+from ops_agent.files import write_file
 
 DEFAULT_TRUST_DOMAIN = "cinefleet.local"
 #: The client identity ``init`` issues for the operator / control plane.
@@ -56,7 +56,7 @@ _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
 _RESERVED = ("ca", OPERATOR)
 
 
-class PkiError(AgentError):
+class PkiError(AgentInputError):
     """Raised when a PKI folder cannot be made or read; the message names the file or value."""
 
 
@@ -167,7 +167,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _write(path: Path, data: bytes, mode: int) -> Path:
-    atomic_write(path, data, mode)
+    write_file(path, data, mode)
     return path
 
 

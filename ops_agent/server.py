@@ -1,17 +1,10 @@
-"""The running agent: the gRPC service, the health loop, and a clean shutdown.
+"""The agent process: its parts wired together, the health loop, and a clean start and shutdown.
 
-One process per host (``cinefleet agent serve``). It serves ``OpsAgent`` (``protos/ops_agent.proto``),
-the standard health service (``grpc.health.v1``; ``NOT_SERVING`` while shutting down) and server
-reflection, with mutual TLS when given a PKI folder and on a loopback address only otherwise.
-
-``Execute`` reads the request as raw bytes, so the size cap and the parse happen in
-:func:`~ops_agent.envelope.parse_envelope` before anything else; then
-:meth:`~ops_agent.envelope.Verifier.admit` runs every check in its fixed order. A command that
-passes runs through the fixed handler table (:mod:`ops_agent.actions`); its result is stored
-with its nonce, so the same command sent again returns that first result
-(``replayed_result``) instead of running twice. Every command the agent reads, whatever
-became of it, is one entry of the hash-chained audit log, written (and fsynced) before the
-answer goes back.
+One process per host (``cinefleet agent serve``). It serves ``OpsAgent``
+(``protos/ops_agent.proto``; :mod:`ops_agent.servicer` over the transport-free
+:mod:`ops_agent.service`), the standard health service (``grpc.health.v1``; ``NOT_SERVING``
+while shutting down) and server reflection, with mutual TLS when given a PKI folder and on a
+loopback address only otherwise.
 
 The main thread samples the host once per interval (:class:`~ops_agent.health.HealthMonitor`),
 publishes the sample to ``GetHealth`` and ``WatchHealth``, polls the worker
@@ -25,265 +18,50 @@ flight get a grace period, the supervised workers are stopped, and the files are
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent import futures
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import grpc
 from cryptography import x509
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ops_agent import actions, pki
-from ops_agent.audit import AuditLog, AuditRecord
+from ops_agent.audit import AuditLog
+from ops_agent.board import HealthBoard
 from ops_agent.config import AGENT_FILE, NONCES_FILE, TRUST_FLOOR_FILE, AgentConfig, AgentConfigError, check_listen
-from ops_agent.envelope import Admission, Verifier, parse_envelope, payload_sha256
-from ops_agent.errors import AgentError, Rejected
+from ops_agent.envelope import Verifier
+from ops_agent.errors import AgentError
+from ops_agent.files import write_file
 from ops_agent.health import HealthMonitor
 from ops_agent.keys import TrustBundle
 from ops_agent.nonces import NonceStore
-from ops_agent.site_link import SITE_ERRORS, HostStatePusher, SiteLink, short_error
+from ops_agent.service import CommandService
+from ops_agent.servicer import SERVICE, OpsAgentServicer, add_servicer
+from ops_agent.site_link import HostStatePusher, SiteLink
 from ops_agent.supervisor import Supervisor
 from ops_agent.trust import TrustFile
-from protos import ops_agent_pb2 as pb
 from protos import telemetry_pb2
-from site_scheduler.errors import ControlRefused
 
 log = logging.getLogger(__name__)
 
-#: The service's full name, as clients and reflection see it.
-SERVICE = pb.DESCRIPTOR.services_by_name["OpsAgent"].full_name
 #: gRPC refuses bigger requests before the agent reads them (RESOURCE_EXHAUSTED, not audited);
 #: anything between the envelope cap (4 KiB) and this is read and refused as REJECT_OVERSIZE.
 MAX_RECEIVE_BYTES = 64 * 1024
-#: Threads serving RPCs, and how many of them health streams may hold at once.
+#: Threads serving RPCs (health streams may hold ``servicer.MAX_WATCHERS`` of them).
 RPC_THREADS = 16
-MAX_WATCHERS = 8
 #: Seconds RPCs in flight may still take when the agent stops.
 SHUTDOWN_GRACE_S = 5.0
 
 STATE_NAMES = {telemetry_pb2.HOST_STATE_HEALTHY: "healthy", telemetry_pb2.HOST_STATE_DEGRADED: "degraded",
                telemetry_pb2.HOST_STATE_OFFLINE: "offline"}
-
-# -- the pieces -------------------------------------------------------------------------------
-
-
-class HealthBoard:
-    """The latest health sample, for ``GetHealth``, and a condition ``WatchHealth`` streams wait on."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._latest = telemetry_pb2.HostHealth()
-        self._seq = 0
-        self.closed = False
-
-    def publish(self, sample: telemetry_pb2.HostHealth) -> None:
-        with self._cond:
-            self._latest, self._seq = sample, self._seq + 1
-            self._cond.notify_all()
-
-    def latest(self) -> tuple[int, telemetry_pb2.HostHealth]:
-        with self._cond:
-            return self._seq, self._latest
-
-    def wait_newer(self, seq: int, timeout: float) -> tuple[int, telemetry_pb2.HostHealth] | None:
-        """The next sample after ``seq``; None on timeout or once closed."""
-        with self._cond:
-            self._cond.wait_for(lambda: self.closed or self._seq > seq, timeout)
-            return None if self.closed or self._seq <= seq else (self._seq, self._latest)
-
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-
-class _InFlight:
-    """One lock per payload digest, so the same command sent twice at once runs once and the second waits."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[bytes, list[Any]] = {}
-
-    @contextlib.contextmanager
-    def hold(self, key: bytes) -> Iterator[None]:
-        with self._lock:
-            entry = self._held.setdefault(key, [threading.Lock(), 0])
-            entry[1] += 1
-        try:
-            with entry[0]:
-                yield
-        finally:
-            with self._lock:
-                entry[1] -= 1
-                if entry[1] == 0:
-                    del self._held[key]
-
-
-# -- the service --------------------------------------------------------------------------------
-
-
-class OpsAgentServicer:
-    """``OpsAgent``: Execute (raw bytes in, CommandResult out), GetHealth and WatchHealth.
-
-    Parameters:
-        host: this agent's host id (the ``host`` of every result).
-        verifier: decides which commands may run.
-        link: the site, for the actions.
-        audit: the agent's audit log.
-        board: the latest health sample.
-        trust: reloaded before each command, so a revocation counts from the next command on.
-        control_plane_ids: with mutual TLS, the SPIFFE IDs allowed to call Execute; None without TLS.
-    """
-
-    def __init__(self, host: str, verifier: Verifier, link: SiteLink, audit: AuditLog, board: HealthBoard,
-                 trust: TrustFile, control_plane_ids: frozenset[str] | None = None) -> None:
-        self.host, self.verifier, self.link, self.audit, self.board, self.trust = (
-            host, verifier, link, audit, board, trust)
-        self.control_plane_ids = control_plane_ids
-        self._inflight = _InFlight()
-        self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
-
-    # -- Execute ------------------------------------------------------------------------------
-
-    def Execute(self, raw: bytes, context: grpc.ServicerContext) -> pb.CommandResult:
-        started = time.time()
-        if self.control_plane_ids is not None:
-            peers = pki.peer_spiffe_ids(context)
-            if not self.control_plane_ids.intersection(peers):
-                message = (f"peer {', '.join(peers) or 'without a SPIFFE ID'} may not send commands; expected "
-                           f"{', '.join(sorted(self.control_plane_ids))}")
-                digest = hashlib.sha256(raw).hexdigest()
-                self._log_and_audit(AuditRecord(host=self.host, outcome=pb.Outcome.Name(pb.OUTCOME_REJECTED),
-                                                message=f"{message} (request sha256 {digest})"))
-                context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
-        self.trust.refresh()
-        command: pb.SignedCommand | None = None
-        try:
-            command = parse_envelope(raw)
-            with self._inflight.hold(payload_sha256(command)):
-                return self._admit_and_run(command, len(raw), started)
-        except Rejected as exc:
-            return self._rejected(raw, command, exc, started)
-
-    def _admit_and_run(self, command: pb.SignedCommand, size: int, started: float) -> pb.CommandResult:
-        try:
-            admission = self.verifier.admit(command, size)
-        except SITE_ERRORS as exc:
-            # The target could not be looked up: nothing ran and the nonce is still unused, so the
-            # same command may be sent again once the site is back.
-            result = pb.CommandResult(host=self.host, outcome=pb.OUTCOME_FAILED,
-                                      message=f"cannot check the target: site unreachable ({short_error(exc)})",
-                                      payload_sha256=payload_sha256(command), started_at=started,
-                                      finished_at=time.time())
-            self._log_and_audit(AuditRecord.for_result(command, result))
-            return result
-        if admission.previous is not None:
-            result = admission.previous
-            record = AuditRecord.for_result(command, result, admission.payload)
-            self._log_and_audit(replace(record, message=f"replayed result: {record.message}"))
-            return result
-        # The dispatch is on record before the action runs: a crash in between leaves an entry
-        # saying the command went to the site, where a resend finds its id already claimed.
-        dispatched = pb.CommandResult(command_id=admission.payload.command_id, host=self.host,
-                                      payload_sha256=admission.payload_sha256, started_at=started)
-        self._log_and_audit(replace(AuditRecord.for_result(command, dispatched, admission.payload),
-                                    outcome="DISPATCHED", message="sent to the site"))
-        result = self._run(admission, started)
-        try:
-            self.verifier.remember_result(admission, result)
-        except sqlite3.Error:  # the outcome is still answered and audited; a resend is refused as claimed
-            log.exception("result of command %s not stored", admission.payload.command_id)
-        self._log_and_audit(AuditRecord.for_result(command, result, admission.payload))
-        return result
-
-    def _run(self, admission: Admission, started: float) -> pb.CommandResult:
-        payload = admission.payload
-        try:
-            message = self.link.call(lambda site: actions.execute(payload, site))
-            outcome = pb.OUTCOME_EXECUTED
-        except ControlRefused as exc:
-            outcome, message = pb.OUTCOME_REFUSED, f"refused by site {self.verifier.site}: {exc}"
-        except actions.UnknownAction as exc:
-            outcome, message = pb.OUTCOME_FAILED, str(exc)
-        except SITE_ERRORS as exc:
-            outcome, message = pb.OUTCOME_FAILED, f"site {self.verifier.site} unreachable: {short_error(exc)}"
-        except Exception as exc:  # a bug or an unexpected answer: reported and audited, never a lost outcome
-            log.exception("command %s failed", payload.command_id)
-            outcome, message = pb.OUTCOME_FAILED, f"internal error: {short_error(exc)}"
-        return pb.CommandResult(command_id=payload.command_id, host=self.host, outcome=outcome, message=message,
-                                payload_sha256=admission.payload_sha256, started_at=started,
-                                finished_at=time.time())
-
-    def _rejected(self, raw: bytes, command: pb.SignedCommand | None, exc: Rejected,
-                  started: float) -> pb.CommandResult:
-        result = pb.CommandResult(host=self.host, outcome=pb.OUTCOME_REJECTED, reason=exc.reason, message=exc.detail,
-                                  started_at=started, finished_at=time.time())
-        if command is not None:
-            result.payload_sha256 = payload_sha256(command)
-            record = AuditRecord.for_result(command, result)
-        else:  # not even an envelope: identify the bytes themselves
-            record = replace(AuditRecord.for_result(pb.SignedCommand(), result), payload_sha256="",
-                             message=f"{exc.detail} (request sha256 {hashlib.sha256(raw).hexdigest()})")
-        self._log_and_audit(record)
-        return result
-
-    def _log_and_audit(self, record: AuditRecord) -> None:
-        self.audit.append(record)
-        log.info("command %s %s %s: %s%s", record.command_id or "-", record.action or "-", record.target or "-",
-                 record.outcome, f" {record.reason}" if record.reason else "")
-
-    # -- health -------------------------------------------------------------------------------
-
-    def GetHealth(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> telemetry_pb2.HostHealth:
-        return self.board.latest()[1]
-
-    def WatchHealth(self, request: pb.HealthRequest,
-                    context: grpc.ServicerContext) -> Iterator[telemetry_pb2.HostHealth]:
-        if not self._watchers.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"at most {MAX_WATCHERS} health streams at once; use GetHealth")
-        try:
-            context.add_callback(self.board.wake)  # a client that goes away wakes its stream at once
-            seq, sample = self.board.latest()
-            yield sample
-            while context.is_active() and not self.board.closed:
-                newer = self.board.wait_newer(seq, timeout=1.0)
-                if newer is not None:
-                    seq, sample = newer
-                    yield sample
-        finally:
-            self._watchers.release()
-
-
-def add_servicer(servicer: OpsAgentServicer, server: grpc.Server) -> None:
-    """Register ``servicer``; Execute takes the request's raw bytes (the agent parses them itself)."""
-    handlers = {
-        "Execute": grpc.unary_unary_rpc_method_handler(
-            servicer.Execute, request_deserializer=None, response_serializer=pb.CommandResult.SerializeToString),
-        "GetHealth": grpc.unary_unary_rpc_method_handler(
-            servicer.GetHealth, request_deserializer=pb.HealthRequest.FromString,
-            response_serializer=telemetry_pb2.HostHealth.SerializeToString),
-        "WatchHealth": grpc.unary_stream_rpc_method_handler(
-            servicer.WatchHealth, request_deserializer=pb.HealthRequest.FromString,
-            response_serializer=telemetry_pb2.HostHealth.SerializeToString),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 def _control_plane_ids(tls_dir: Path) -> frozenset[str]:
@@ -349,8 +127,10 @@ class Agent:
         self.pusher = HostStatePusher(config.host, self.link, config.interval)
         self.health = health.HealthServicer()
         control_plane = _control_plane_ids(config.tls_dir) if config.tls_dir is not None else None
-        self.servicer = OpsAgentServicer(config.host, self.verifier, self.link, self.audit, self.board, self.trust,
-                                         control_plane)
+        self.commands = CommandService(config.host, self.verifier,
+                                       lambda payload: self.link.call(lambda site: actions.execute(payload, site)),
+                                       self.audit, self.trust)
+        self.servicer = OpsAgentServicer(self.commands, self.board, control_plane)
 
     def _install_trust(self, bundle: TrustBundle) -> None:
         self.verifier.trust = bundle
@@ -371,8 +151,6 @@ class Agent:
                                   options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                                            ("grpc.so_reuseport", 0)])
         add_servicer(self.servicer, self.server)
-        from grpc_health.v1 import health_pb2_grpc
-
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if config.reflection:
             reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
@@ -437,10 +215,7 @@ class Agent:
     def _write_agent_file(self) -> None:
         data = {"host": self.config.host, "site": self.config.site, "listen": self.address, "pid": os.getpid(),
                 "tls": self.config.tls_dir is not None, "audit": str(self.config.audit_file)}
-        path = self.state_dir / AGENT_FILE
-        tmp = path.with_name(f".{AGENT_FILE}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_file(self.state_dir / AGENT_FILE, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), 0o644)
 
 
 def serve(config: AgentConfig) -> None:

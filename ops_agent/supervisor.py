@@ -35,8 +35,8 @@ from pathlib import Path
 
 import psutil
 
-from ops_agent.errors import AgentError
-from site_scheduler.keys import QUEUES
+from ops_agent.errors import AgentInputError
+from protos.actions import QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ STOP_TIMEOUT_S = 30.0
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-class WorkerSpecError(AgentError):
+class WorkerSpecError(AgentInputError):
     """Raised when a worker spec is malformed; the message names the value and what was expected."""
 
 

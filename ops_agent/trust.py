@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ops_agent.errors import KeyStoreError, show_value
+from ops_agent.files import write_file
 from ops_agent.keys import TrustBundle
-from pipeline.store import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Floor:
                             '({"version": N, "sha256": "<64 hex>"}); restore it or remove it knowingly')
 
     def write(self, path: Path) -> None:
-        atomic_write(path, (json.dumps({"version": self.version, "sha256": self.sha256}) + "\n").encode(), 0o600)
+        write_file(path, (json.dumps({"version": self.version, "sha256": self.sha256}) + "\n").encode(), 0o600)
 
     def refusal(self, bundle: TrustBundle) -> str | None:
         """Why ``bundle`` would be a rollback below this floor, or None when it may be trusted."""

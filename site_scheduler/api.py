@@ -13,27 +13,25 @@ from __future__ import annotations
 import socket
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.middleware.trustedhost import TrustedHostMiddleware
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from pipeline.errors import InputError
 from site_scheduler.client import SiteClient
+from site_scheduler.controls import ARGUMENTS
 from site_scheduler.errors import ControlRefused, SiteError
 
-#: The controls the API accepts, with the argument each needs.
-CONTROLS: dict[str, tuple[str, ...]] = {
-    "drain-worker": ("worker",),
-    "undrain-worker": ("worker",),
-    "restart-worker": ("worker",),
-    "pause-queue": ("queue",),
-    "resume-queue": ("queue",),
-    "cancel-run": ("run",),
-    "retry-stage": ("run", "stage"),
-    "mark-host": ("host", "state"),
+#: The HTTP status of each error the client raises; the nearest class in the error's MRO wins.
+#: Routes do not catch: the exception handlers made from this are the API's one error mapping.
+ERROR_STATUS: dict[type[Exception], int] = {
+    InputError: 422,  # bad input: nothing was sent to the scheduler
+    ControlRefused: 409,  # the site refused the control: nothing changed
+    SiteError: 503,  # the scheduler did not answer in time, or its Redis or database is unreachable
 }
 
 
@@ -45,19 +43,50 @@ class Submission(BaseModel):
     profile: str = "preview_local"
 
 
-class Control(BaseModel):
+class _ControlBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    action: Literal["drain-worker", "undrain-worker", "restart-worker", "pause-queue", "resume-queue",
-                    "cancel-run", "retry-stage", "mark-host"]
-    worker: str | None = None
-    queue: str | None = None
-    run: str | None = None
-    stage: str | None = None
-    host: str | None = None
-    state: str | None = None
-    deadline: float | None = Field(None, description="drain-worker and restart-worker: seconds before "
-                                                     "in-flight jobs are requeued.")
+    action: str
+
+    @model_validator(mode="after")
+    def _arguments_fit(self) -> _ControlBase:
+        required, optional = ARGUMENTS[self.action]
+        given = set(self.model_dump(exclude_none=True)) - {"action"}
+        missing = [name for name in required if name not in given]
+        if missing:
+            raise ValueError(f"{self.action} needs {', '.join(missing)}")
+        extra = sorted(given - set(required) - set(optional))
+        if extra:
+            raise ValueError(f"{self.action} does not take {', '.join(extra)}; it takes "
+                             f"{', '.join((*required, *optional))}")
+        return self
+
+    def arguments(self) -> dict[str, Any]:
+        """The control's arguments as the site takes them."""
+        return self.model_dump(exclude_none=True, exclude={"action"})
+
+
+#: Arguments that are not ids (strings), with their type and what they mean.
+_TYPED_ARGUMENTS: dict[str, tuple[type, str]] = {
+    "deadline": (float, "drain-worker and restart-worker: seconds before in-flight jobs are requeued."),
+}
+
+
+def _argument_field(name: str) -> Any:
+    kind, text = _TYPED_ARGUMENTS.get(name, (str, f"The {name} the control acts on."))
+    return (kind | None, Field(None, description=text))
+
+
+#: The body of ``POST /controls``, derived from the site's control registry: ``action`` is one of
+#: its controls (every operator action of ``protos.actions``, and ``mark-host``), with the
+#: arguments of every control as optional fields, checked per action by ``_arguments_fit``.
+Control: Any = create_model(
+    "Control",
+    __base__=_ControlBase,
+    action=(cast(Any, Literal[tuple(ARGUMENTS)]), ...),
+    **{name: _argument_field(name)
+       for name in sorted({n for required, optional in ARGUMENTS.values() for n in (*required, *optional)})},
+)
 
 
 def create_app(client: SiteClient) -> FastAPI:
@@ -66,6 +95,13 @@ def create_app(client: SiteClient) -> FastAPI:
     # through a DNS name rebound to 127.0.0.1; such a request names another host.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"])
 
+    def _answer(request: Request, exc: Exception) -> JSONResponse:
+        status = next(ERROR_STATUS[kind] for kind in type(exc).__mro__ if kind in ERROR_STATUS)
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    for kind in ERROR_STATUS:
+        app.add_exception_handler(kind, _answer)
+
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"site_id": client.endpoints.site_id, "status": "ok"}
@@ -73,11 +109,7 @@ def create_app(client: SiteClient) -> FastAPI:
     @app.post("/runs", status_code=202)
     def submit(body: Submission) -> dict[str, str]:
         """Accepted: the scheduler creates the run from the request a moment later."""
-        try:
-            run_id = client.submit(Path(body.project), Path(body.out) if body.out else None, body.profile)
-        except InputError as exc:
-            raise HTTPException(422, str(exc)) from None
-        return {"run_id": run_id}
+        return {"run_id": client.submit(Path(body.project), Path(body.out) if body.out else None, body.profile)}
 
     @app.get("/runs")
     def runs() -> list[dict[str, Any]]:
@@ -103,18 +135,9 @@ def create_app(client: SiteClient) -> FastAPI:
         return client.outbox(since)
 
     @app.post("/controls")
-    def control(body: Control) -> dict[str, str]:
-        given = body.model_dump(exclude_none=True)
-        missing = [name for name in CONTROLS[body.action] if name not in given]
-        if missing:
-            raise HTTPException(422, f"{body.action} needs {', '.join(missing)}")
-        args = {name: given[name] for name in (*CONTROLS[body.action], "deadline") if name in given}
-        try:
-            return {"message": client.control(body.action, **args)}
-        except ControlRefused as exc:
-            raise HTTPException(409, str(exc)) from None
-        except SiteError as exc:
-            raise HTTPException(503, str(exc)) from None
+    def control(body: Control) -> dict[str, str]:  # type: ignore[valid-type]
+        checked: _ControlBase = body
+        return {"message": client.control(checked.action, **checked.arguments())}
 
     return app
 

@@ -1,24 +1,33 @@
 """The site's commands: ``cinefleet site ...``, ``cinefleet worker``, ``cinefleet submit``, ``cinefleet runs``.
 
 Every command finds its site through ``--site ID [--data-dir DIR]`` (the ``site.json`` that
-``site serve`` writes). ``--json`` prints what a program can read.
+``site serve`` writes). ``--json`` prints what a program can read. The operator controls
+(``site drain-worker`` ...) are made from the table of operator actions
+(``protos.actions.ACTIONS``), one command per row.
+
+Commands raise the site's errors (``ControlRefused``, ``RunNotCompleted``, ``SiteError``,
+``InputError``) and print nothing about them: ``cinefleet`` turns each into its message and
+exit code in one place (``cinefleet.cli.EXIT_CODES``).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import socket
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from pipeline.errors import InputError
+from protos.actions import ACTIONS, QUEUES, OperatorAction
 from site_scheduler.config import default_data_dir, read_endpoints
-from site_scheduler.errors import ControlRefused, SiteError
-
-EXIT_FAILED, EXIT_INPUT, EXIT_REFUSED = 1, 2, 4
+from site_scheduler.errors import RUN_ENDINGS, RunFailed
 
 site_app = typer.Typer(help="Run and operate a site.", no_args_is_help=True)
 runs_app = typer.Typer(help="Runs on a site and their stages.", no_args_is_help=True)
@@ -26,20 +35,14 @@ runs_app = typer.Typer(help="Runs on a site and their stages.", no_args_is_help=
 SiteOption = Annotated[str, typer.Option("--site", help="Site id.")]
 DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Site data folder (default per user).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _fail(code: int, message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+#: Seconds between two looks at a waited-for run's stages, for the progress line.
+PROGRESS_POLL_S = 0.5
 
 
 def _client(site: str, data_dir: Path | None) -> Any:
     from site_scheduler.client import SiteClient
 
-    try:
-        return SiteClient(read_endpoints(site, data_dir or default_data_dir(site)))
-    except SiteError as exc:
-        raise _fail(EXIT_FAILED, str(exc)) from None
+    return SiteClient(read_endpoints(site, data_dir or default_data_dir(site)))
 
 
 def _print(value: Any, as_json: bool, lines: list[str]) -> None:
@@ -62,10 +65,7 @@ def serve(
     """Start the site's scheduler (and its Redis, unless --redis-url is given)."""
     from site_scheduler.service import serve as run
 
-    try:
-        run(site, data_dir or default_data_dir(site), redis_url, db_url, api_port=api_port)
-    except SiteError as exc:
-        raise _fail(EXIT_FAILED, str(exc)) from None
+    run(site, data_dir or default_data_dir(site), redis_url, db_url, api_port=api_port)
 
 
 @site_app.command("outbox")
@@ -96,68 +96,52 @@ def queues(site: SiteOption, data_dir: DataDirOption = None, as_json: JsonOption
                            for q in rows])
 
 
-def _control(site: str, data_dir: Path | None, action: str, **args: Any) -> None:
-    client = _client(site, data_dir)
-    try:
-        typer.echo(client.control(action, **args))
-    except ControlRefused as exc:
-        raise _fail(EXIT_REFUSED, f"refused: {exc}") from None
-    except SiteError as exc:
-        raise _fail(EXIT_FAILED, str(exc)) from None
+def _control(site: str, data_dir: Path | None, action: str, as_json: bool, **args: Any) -> None:
+    message = _client(site, data_dir).control(action, **args)
+    _print({"action": action, **args, "message": message}, as_json, [message])
 
 
-DeadlineOption = Annotated[float | None, typer.Option(
-    help="Seconds in-flight jobs may still run; then they are requeued on another worker.")]
+#: Options of the site controls beyond the target's ids (``OperatorAction.options``), as typed here.
+_CONTROL_OPTIONS: dict[str, Any] = {
+    "deadline": Annotated[float | None, typer.Option(
+        help="Seconds in-flight jobs may still run; then they are requeued on another worker.")],
+}
 
 
-@site_app.command("drain-worker")
-def drain_worker(name: str, site: SiteOption, data_dir: DataDirOption = None,
-                 deadline: DeadlineOption = None) -> None:
-    """Stop NAME taking new jobs; its job in flight finishes (or is requeued after the deadline, default 1 h)."""
-    _control(site, data_dir, "drain-worker", worker=name, **({} if deadline is None else {"deadline": deadline}))
+def _control_command(row: OperatorAction) -> Callable[..., None]:
+    """``cinefleet site ROW.cli IDS... [options]``: the site control of one operator action.
+
+    Its signature (what typer reads) is built from the row: one argument per target id, one
+    option per site-only option, then ``--site``, ``--data-dir`` and ``--json``.
+    """
+
+    def command(*, site: str, data_dir: Path | None, as_json: bool, **given: Any) -> None:
+        _control(site, data_dir, row.control, as_json, **{k: v for k, v in given.items() if v is not None})
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter(name, keyword, annotation=Annotated[str, typer.Argument(metavar=name.upper())])
+                  for name in row.target.arguments]
+    parameters += [inspect.Parameter(name, keyword, annotation=_CONTROL_OPTIONS[name], default=None)
+                   for name in row.options]
+    parameters += [inspect.Parameter("site", keyword, annotation=SiteOption),
+                   inspect.Parameter("data_dir", keyword, annotation=DataDirOption, default=None),
+                   inspect.Parameter("as_json", keyword, annotation=JsonOption, default=False)]
+    command.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+    command.__name__ = row.cli.replace("-", "_")
+    command.__doc__ = f"{row.summary}{' Destructive.' if row.destructive else ''}"
+    return command
 
 
-@site_app.command("undrain-worker")
-def undrain_worker(name: str, site: SiteOption, data_dir: DataDirOption = None) -> None:
-    """Let a drained worker take jobs again."""
-    _control(site, data_dir, "undrain-worker", worker=name)
-
-
-@site_app.command("restart-worker")
-def restart_worker(name: str, site: SiteOption, data_dir: DataDirOption = None,
-                   deadline: DeadlineOption = None) -> None:
-    """Drain NAME (deadline default 30 s), then replace its process with a fresh one; nothing is lost."""
-    _control(site, data_dir, "restart-worker", worker=name, **({} if deadline is None else {"deadline": deadline}))
-
-
-@site_app.command("pause-queue")
-def pause_queue(queue: str, site: SiteOption, data_dir: DataDirOption = None) -> None:
-    """Stop every new job of QUEUE at the site; running ones finish."""
-    _control(site, data_dir, "pause-queue", queue=queue)
-
-
-@site_app.command("resume-queue")
-def resume_queue(queue: str, site: SiteOption, data_dir: DataDirOption = None) -> None:
-    """Resume a paused queue."""
-    _control(site, data_dir, "resume-queue", queue=queue)
-
-
-@site_app.command("cancel-run")
-def cancel_run(run: str, site: SiteOption, data_dir: DataDirOption = None) -> None:
-    """Cancel RUN: queued stages are skipped, running subprocesses killed, nothing published."""
-    _control(site, data_dir, "cancel-run", run=run)
-
-
-@site_app.command("retry-stage")
-def retry_stage(run: str, stage: str, site: SiteOption, data_dir: DataDirOption = None) -> None:
-    """Re-enqueue a failed STAGE of RUN, keeping its identity."""
-    _control(site, data_dir, "retry-stage", run=run, stage=stage)
+for _row in ACTIONS:
+    site_app.command(_row.cli)(_control_command(_row))
 
 
 @site_app.command("mark-host")
-def mark_host(host: str, state: str, site: SiteOption, data_dir: DataDirOption = None) -> None:
-    """Mark HOST healthy, degraded or offline; only healthy hosts take new jobs."""
-    _control(site, data_dir, "mark-host", host=host, state=state)
+def mark_host(host: str, state: str, site: SiteOption, data_dir: DataDirOption = None,
+              as_json: JsonOption = False) -> None:
+    """Mark HOST healthy, degraded or offline; only healthy hosts take new jobs (its agent does this itself)."""
+    _control(site, data_dir, "mark-host", as_json, host=host, state=state)
 
 
 def worker(
@@ -170,17 +154,13 @@ def worker(
                                              "name); the ops agent sets its own.")] = None,
 ) -> None:
     """Run one worker process for the site's stages."""
-    from site_scheduler.keys import QUEUES
     from site_scheduler.worker import run_worker
 
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = [q for q in chosen if q not in QUEUES]
     if unknown or not chosen:
-        raise _fail(EXIT_INPUT, f"--queues: value {queues!r}: expected a comma-separated subset of {', '.join(QUEUES)}")
-    try:
-        endpoints = read_endpoints(site, data_dir or default_data_dir(site))
-    except SiteError as exc:
-        raise _fail(EXIT_FAILED, str(exc)) from None
+        raise InputError(f"--queues: value {queues!r}: expected a comma-separated subset of {', '.join(QUEUES)}")
+    endpoints = read_endpoints(site, data_dir or default_data_dir(site))
     run_worker(endpoints, chosen, name or f"{host or socket.gethostname()}-{os.getpid()}", host)
 
 
@@ -193,20 +173,51 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to finish.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Submit PROJECT to the site; prints the run id (and with --wait, how it ended)."""
+    """Submit PROJECT to the site; prints the run id (and with --wait, how it ended).
+
+    With --wait on a terminal, stderr shows the stages done out of the run's total as they finish.
+    """
     client = _client(site, data_dir)
-    try:
-        run_id = client.submit(project, out, profile)
-    except InputError as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from None
+    run_id = client.submit(project, out, profile)
     if not wait:
         _print({"run_id": run_id, "status": "queued"}, as_json, [run_id])
         return
-    run = client.wait(run_id)
+    run = _wait(client, run_id) if sys.stderr.isatty() else client.wait(run_id)
     _print(run, as_json, [f"{run_id} {run['status']}" + (f": {run['detail']}" if run["detail"] else "")
                           + (f" {run['episode']}" if run["episode"] else "")])
     if run["status"] != "completed":
-        raise typer.Exit({"failed": 1, "blocked": 3, "cancelled": 5}.get(run["status"], 1))
+        raise RUN_ENDINGS.get(run["status"], RunFailed)(run_id, run["status"], run["detail"])
+
+
+def _wait(client: Any, run_id: str) -> dict[str, Any]:
+    """``client.wait(run_id)``, while a thread rewrites one stderr line with the stages done so far."""
+    finished = threading.Event()
+
+    def show() -> None:
+        shown = ""
+        while not finished.wait(PROGRESS_POLL_S):
+            try:
+                run = client.run(run_id)
+            except Exception:  # the wait itself reports a site gone; the line just stops moving
+                continue
+            if run is None:
+                continue
+            done = sum(1 for stage in run["stages"] if stage["status"] == "done")
+            line = f"{run_id}: {done}/{len(run['stages'])} stages done ({run['status']})"
+            if line != shown:
+                sys.stderr.write(f"\r\033[K{line}")
+                sys.stderr.flush()
+                shown = line
+        if shown:
+            sys.stderr.write("\n")
+
+    progress = threading.Thread(target=show, name="progress", daemon=True)
+    progress.start()
+    try:
+        return client.wait(run_id)  # type: ignore[no-any-return]
+    finally:
+        finished.set()
+        progress.join()
 
 
 @runs_app.command("list")
@@ -221,7 +232,7 @@ def runs_show(run: str, site: SiteOption, data_dir: DataDirOption = None, as_jso
     """One run and its stages."""
     found = _client(site, data_dir).run(run)
     if found is None:
-        raise _fail(EXIT_INPUT, f"run {run!r} does not exist on site {site}")
+        raise InputError(f"run {run!r} does not exist on site {site}")
     lines = [f"{found['run_id']} {found['status']} {found['detail']}".rstrip(), f"episode: {found['episode'] or '-'}"]
     lines += [f"  {s['stage_id']:<32} {s['queue']:<15} {s['status']:<9} {s['worker'] or '-'}" for s in found["stages"]]
     _print(found, as_json, lines)

@@ -1,4 +1,8 @@
-"""The site's error hierarchy: one root, and the refusals an operator sees."""
+"""The site's error hierarchy: one root, the refusals an operator sees, and how a run that did not complete ended.
+
+Each class says what happened, not how it is reported: the site API maps them to HTTP statuses
+(``site_scheduler.api.ERROR_STATUS``) and ``cinefleet`` to exit codes (``cinefleet.cli.EXIT_CODES``).
+"""
 
 from __future__ import annotations
 
@@ -16,3 +20,33 @@ class ControlRefused(SiteError):
 
     Nothing has changed when it is raised.
     """
+
+
+class SiteUnreachable(SiteError):
+    """Raised when the site does not answer: its Redis or database cannot be reached, or the scheduler
+    did not take a request in time. Whether anything changed is said in the message."""
+
+
+class RunNotCompleted(SiteError):
+    """Raised by ``cinefleet submit --wait`` when the run it waited for ended other than completed."""
+
+    def __init__(self, run_id: str, status: str, detail: str) -> None:
+        super().__init__(f"run {run_id} {status}" + (f": {detail}" if detail else ""))
+        self.run_id, self.status, self.detail = run_id, status, detail
+
+
+class RunFailed(RunNotCompleted):
+    """The run failed: a stage failed and was not retried."""
+
+
+class RunBlocked(RunNotCompleted):
+    """A gate blocked the run from publishing; the message names the rule and the facts."""
+
+
+class RunCancelled(RunNotCompleted):
+    """An operator cancelled the run."""
+
+
+#: The error for each way a run can end other than completed (any other status is a failure).
+RUN_ENDINGS: dict[str, type[RunNotCompleted]] = {"failed": RunFailed, "blocked": RunBlocked,
+                                                 "cancelled": RunCancelled}

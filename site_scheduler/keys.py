@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: The site's queues by resource type (spec §13), defined with the operator actions that name them.
+from protos.actions import QUEUES as QUEUES
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -77,6 +80,3 @@ class Keys:
 #: Pushed onto the results list beside a submission or control: the idle scheduler blocks on
 #: that list alone, so the marker wakes it; it carries nothing and is dropped.
 DOORBELL = "{}"
-
-#: The site's queues by resource type (spec §13).
-QUEUES = ("cpu_queue", "local_ai_queue", "media_queue", "external_ai_queue")

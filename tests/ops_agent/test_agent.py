@@ -26,7 +26,7 @@ from ops_agent import audit, keys
 from ops_agent.client import AgentClient
 from ops_agent.envelope import Target, new_payload, pae, sign
 from ops_agent.keys import SigningKey
-from ops_agent.server import SERVICE
+from ops_agent.servicer import SERVICE
 from protos import ops_agent_pb2 as pb
 from protos import ops_agent_pb2_grpc
 from protos import telemetry_pb2 as telemetry
@@ -406,9 +406,17 @@ def test_pause_and_resume_a_queue_through_cinefleet_ops(agent: AgentProcess, sit
     missing = ops("pause-queue", "media_queue", key_file=tmp_path / "nope.json")
     assert missing.returncode == 2 and "no such signing key file" in missing.stderr
     assert len(agent.audit_entries()) == entries
-    # No agent there: exit 1
+    # No agent there: exit 7, unreachable
     gone = ops("pause-queue", "media_queue", address="127.0.0.1:9")
-    assert gone.returncode == 1 and "UNAVAILABLE" in gone.stderr
+    assert gone.returncode == 7 and "UNAVAILABLE" in gone.stderr
+    # --json: the agent's CommandResult on stdout, whatever the outcome; the exit code as without it
+    done = ops("pause-queue", "media_queue", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["outcome"] == "OUTCOME_EXECUTED" and result["host"] == HOST and result["command_id"]
+    refused = ops("pause-queue", "media_queue", "--json")
+    assert refused.returncode == 4 and json.loads(refused.stdout)["outcome"] == "OUTCOME_REFUSED"
+    assert ops("resume-queue", "media_queue").returncode == 0
 
 
 def test_drain_and_undrain_a_worker(site: Site, kit: Kit, client: AgentClient) -> None:

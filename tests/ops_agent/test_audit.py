@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
+from cinefleet.cli import app
 from ops_agent import audit
 from ops_agent.audit import AuditLog, AuditRecord
-from ops_agent.cli import audit_app
 from ops_agent.envelope import new_payload, sign
 from ops_agent.errors import AuditLogError
 from ops_agent.keys import SigningKey
@@ -143,10 +142,8 @@ def test_a_command_outcome_is_recorded_with_hashes_and_names_only(tmp_path: Path
 
 
 def test_audit_verify_cli_exit_codes(tmp_path: Path) -> None:
-    # Given the app mounted as `cinefleet` mounts it
-    root = typer.Typer()
-    root.add_typer(audit_app, name="audit")
     runner = CliRunner()
+    root = app
     path = tmp_path / "audit.jsonl"
     _write_log(path, 4)
     intact = runner.invoke(root, ["audit", "verify", str(path)])
@@ -158,6 +155,12 @@ def test_audit_verify_cli_exit_codes(tmp_path: Path) -> None:
     assert "line 2 (seq 3): deleted: seq 2 missing" in broken.output
     missing = runner.invoke(root, ["audit", "verify", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2 and "cannot read audit log" in missing.output
+    # --json: the report as one object on stdout, intact or not; the exit code still says which
+    as_json = runner.invoke(root, ["audit", "verify", "--json", str(path)])
+    assert as_json.exit_code == 1
+    report = json.loads(as_json.stdout)
+    assert report == {"file": str(path), "entries": 3, "ok": False, "line": 2, "seq": 3,
+                      "problem": "deleted: seq 2 missing before this entry"}
 
 
 def test_a_write_torn_by_a_full_disk_leaves_the_chain_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from cinefleet.cli import app
 from ops_agent import keys
-from ops_agent.cli import keys_app
 from ops_agent.errors import KeyStoreError
 from ops_agent.keys import ACTIVE, REVOKED, KeyFolder, SigningKey, TrustBundle, TrustedKey
 
@@ -176,7 +176,7 @@ def test_rotate_signs_with_a_new_key_and_keeps_the_old_one_trusted(tmp_path: Pat
 def test_keys_cli_does_what_it_says_and_never_prints_a_private_key(tmp_path: Path) -> None:
     runner = CliRunner()
     folder, agent_bundle = tmp_path / "cp", tmp_path / "agent-bundle.json"
-    made = runner.invoke(keys_app, ["init", str(folder)])
+    made = runner.invoke(app, ["keys", "init", str(folder)])
     assert made.exit_code == 0, made.output
     files = KeyFolder(folder)
     first = SigningKey.load(files.signing_key)
@@ -184,12 +184,12 @@ def test_keys_cli_does_what_it_says_and_never_prints_a_private_key(tmp_path: Pat
     TrustBundle(1).save(agent_bundle)
     outputs = [made.output]
     for args in (["add", str(agent_bundle), str(files.public_key)], ["rotate", str(folder)]):
-        done = runner.invoke(keys_app, args)
+        done = runner.invoke(app, ["keys", *args])
         assert done.exit_code == 0, done.output
         outputs.append(done.output)
     second = SigningKey.load(files.signing_key)
     assert f"added {first.key_id}" in outputs[1] and f"signing key is now {second.key_id}" in outputs[2]
-    revoked = runner.invoke(keys_app, ["revoke", str(files.bundle), first.key_id])
+    revoked = runner.invoke(app, ["keys", "revoke", str(files.bundle), first.key_id])
     assert revoked.exit_code == 0 and f"revoked {first.key_id}" in revoked.output
     outputs.append(revoked.output)
     for secret in (first, second):
@@ -203,7 +203,7 @@ def test_keys_cli_errors_exit_2_and_change_nothing(tmp_path: Path) -> None:
     before = _snapshot(tmp_path)
     for args in (["init", str(tmp_path)], ["revoke", str(KeyFolder(tmp_path).bundle), "cp-nobody"],
                  ["add", str(KeyFolder(tmp_path).bundle), str(KeyFolder(tmp_path).public_key)]):
-        failed = runner.invoke(keys_app, args)
+        failed = runner.invoke(app, ["keys", *args])
         assert failed.exit_code == 2, (args, failed.output)
         assert failed.output.startswith("error: ") and str(tmp_path) in failed.output
     assert _snapshot(tmp_path) == before
