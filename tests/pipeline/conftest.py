@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -17,12 +16,7 @@ from pipeline.models import ShotList
 from pipeline.stages.canon_gate import apply_diffs
 from pipeline.stages.script import generate_script
 from pipeline.stages.shotlist import plan_shots
-
-ROOT = Path(__file__).resolve().parents[2]
-PILOT = ROOT / "examples" / "pilot"
-
-#: Tests render at a quarter of the pixels; the code path is the same as at 1280x720.
-TEST_PROFILE = {"preview_local": {"width": 640, "height": 360, "fps": 24}}
+from pipeline.testing import PILOT, pilot_project
 
 
 def require_espeak() -> None:
@@ -58,14 +52,6 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
 
     def make(edit: Callable[[dict[str, Any]], None] | None = None, name: str = "project.json",
              library: Path | None = None) -> Path:
-        data = json.loads((PILOT / "project.json").read_text())
-        data["render_profiles"] = TEST_PROFILE
-        data["assets"] = {"library": str(library or PILOT / "assets")}
-        if edit is not None:
-            edit(data)
-        path = tmp_path / "projects" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2))
-        return path
+        return pilot_project(tmp_path / "projects" / name, edit, library)
 
     return make
