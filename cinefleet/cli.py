@@ -162,13 +162,8 @@ def bench_agent(
 
 
 def _bench_module(name: str) -> ModuleType:
-    """Benchmarks live in the source checkout's tests/bench/, beside the tests they extend."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "tests" / "bench" / f"{name}.py").is_file():
-        raise _fail(EXIT_FAILED, f"benchmark {name!r} needs a source checkout ({root / 'tests' / 'bench'})")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return importlib.import_module(f"tests.bench.{name}")
+    """A benchmark (``cinefleet.bench.NAME``), imported only when it runs: they pull in every component."""
+    return importlib.import_module(f"cinefleet.bench.{name}")
 
 
 def main() -> None:

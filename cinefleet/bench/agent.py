@@ -22,10 +22,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,10 +33,10 @@ import psutil
 from ops_agent import keys
 from ops_agent.envelope import Verifier, new_payload, sign
 from ops_agent.nonces import NonceStore
+from ops_agent.testing import AgentProcess
+from pipeline.testing import wait_for
 from protos import ops_agent_pb2 as pb
-from site_scheduler.client import SiteClient
-from site_scheduler.config import read_endpoints
-from tests.ops_agent.harness import AgentProcess, wait_for
+from site_scheduler.testing import Site
 
 SITE, HOST = "bench", "bench-host"
 QUEUE = "cpu_queue"
@@ -82,18 +79,16 @@ def run_benchmark(workdir: Path | None = None, commands: int = 2000, idle_s: flo
     own = workdir is None
     folder = Path(tempfile.mkdtemp(prefix="cinefleet-bench-agent-")) if own else workdir
     assert folder is not None
-    scheduler: subprocess.Popen[bytes] | None = None
+    running: Site | None = None
     agent: AgentProcess | None = None
     try:
         data = folder / "site"
         shutil.rmtree(data, ignore_errors=True)
         shutil.rmtree(folder / "keys", ignore_errors=True)
         shutil.rmtree(folder / "agent", ignore_errors=True)
-        with (folder / "serve.log").open("ab") as log:
-            scheduler = subprocess.Popen([sys.executable, "-m", "cinefleet", "site", "serve", "--site", SITE,
-                                          "--data-dir", str(data)], stdout=log, stderr=log, start_new_session=True)
-        wait_for(lambda: (data / "site.json").exists(), "the site", timeout=30)
-        site = SiteClient(read_endpoints(SITE, data))
+        running = Site(data_dir=data, logs=folder / "logs", site_id=SITE)
+        running.start_scheduler()
+        site = running.client
         key, bundle = keys.init(folder / "keys")
         agent = AgentProcess(HOST, SITE, data, folder / "agent", keys.KeyFolder(folder / "keys").bundle,
                              folder / "agent.log", workers=f"bw1={QUEUE}")
@@ -144,7 +139,6 @@ def run_benchmark(workdir: Path | None = None, commands: int = 2000, idle_s: flo
         idle_pct = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / (wall1 - wall0) * 100
         audit_entries = sum(1 for _ in agent.audit.open())
         client.close()
-        site.close()
 
         print(f"signed round trip (sign, gRPC, verify, pause/resume via the site, result), {commands} commands:")
         print(f"    p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   (target: p99 ≤ 20 ms on loopback)")
@@ -171,11 +165,7 @@ def run_benchmark(workdir: Path | None = None, commands: int = 2000, idle_s: flo
     finally:
         if agent is not None:
             agent.close()
-        if scheduler is not None and scheduler.poll() is None:
-            os.killpg(scheduler.pid, signal.SIGTERM)
-            try:
-                scheduler.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(scheduler.pid, signal.SIGKILL)
+        if running is not None:
+            running.close()
         if own:
             shutil.rmtree(folder, ignore_errors=True)
