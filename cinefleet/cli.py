@@ -136,10 +136,10 @@ def bench_site(
     workdir: Annotated[Path | None, typer.Option(help="Scratch folder (default: a temporary one).")] = None,
     stages: Annotated[int, typer.Option(help="No-op stages for the dispatch figure.")] = 1000,
     shots: Annotated[int, typer.Option(help="Shots in the reference episode (even number).")] = 40,
-    parts: Annotated[str, typer.Option(help="Comma-separated parts to run: dispatch, episode, drain.")] =
-    "dispatch,episode,drain",
+    parts: Annotated[str, typer.Option(help="Comma-separated parts to run: dispatch, episode, drain, cancel.")] =
+    "dispatch,episode,drain,cancel",
 ) -> None:
-    """Site overhead: no-op dispatch vs plain dramatiq, the episode vs render, drain latency."""
+    """Site overhead: no-op dispatch vs plain dramatiq, the episode vs render, drain and cancel latency."""
     module = _bench_module("site")
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
     if not chosen or set(chosen) - set(module.PARTS):

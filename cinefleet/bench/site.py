@@ -8,6 +8,8 @@
 3. Drain latency: from the drain call to the worker refusing new work (the scheduler has
    applied it and set the key the worker checks before every message), and to the worker
    reporting ``drained``.
+4. Cancel latency: from the cancel call, while the pilot's shots encode, to no ffmpeg left
+   under either worker (the tests only check that it happens, within a generous bound).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import time
 from pathlib import Path
 
 import dramatiq
+import psutil
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from cinefleet.bench.render import reference_project
 from pipeline.render import RenderRequest, render
-from pipeline.testing import wait_for
+from pipeline.testing import pilot_project, wait_for
 from site_scheduler.client import SiteClient
 from site_scheduler.testing import Site
 
@@ -56,7 +59,7 @@ def _plain_dramatiq(url: str, count: int) -> float:
     return elapsed
 
 
-PARTS = ("dispatch", "episode", "drain")
+PARTS = ("dispatch", "episode", "drain", "cancel")
 
 
 def _dispatch(client: SiteClient, redis_url: str, stages: int) -> dict[str, float]:
@@ -99,6 +102,38 @@ def _drain(client: SiteClient) -> dict[str, float]:
     return {"refusing_s": refusing_s, "drained_s": drained_s}
 
 
+def _ffmpeg_under(pids: list[int]) -> list[int]:
+    """The ffmpeg processes anywhere below ``pids``."""
+    found = []
+    for pid in pids:
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for child in children:
+            try:
+                if "ffmpeg" in child.name():
+                    found.append(child.pid)
+            except psutil.NoSuchProcess:
+                continue
+    return found
+
+
+def _cancel(running: Site, folder: Path) -> dict[str, float]:
+    client = running.client
+    pids = [process.pid for process in running.workers.values()]
+    run_id = client.submit(pilot_project(folder / "cancel" / "pilot.json"), folder / "cancel-out")
+    wait_for(lambda: _ffmpeg_under(pids), "an encode to start", timeout=300, poll=0.01)
+    began = time.perf_counter()
+    client.control("cancel-run", run=run_id)
+    answered_s = time.perf_counter() - began
+    wait_for(lambda: not _ffmpeg_under(pids), "the encoders to be killed", timeout=60, poll=0.01)
+    gone_s = time.perf_counter() - began
+    print(f"cancel:   answered after {answered_s * 1000:.0f} ms, every ffmpeg gone after {gone_s * 1000:.0f} ms   "
+          "(target ≤ 2 s)")
+    return {"cancel_answered_s": answered_s, "cancel_ffmpeg_gone_s": gone_s}
+
+
 def run_benchmark(workdir: Path | None = None, stages: int = 1000, shots: int = 40,
                   parts: tuple[str, ...] = PARTS) -> dict[str, float]:
     own = workdir is None
@@ -121,6 +156,10 @@ def run_benchmark(workdir: Path | None = None, stages: int = 1000, shots: int = 
             figures |= _episode(client, folder, shots)
         if "drain" in parts:
             figures |= _drain(client)
+        if "cancel" in parts:
+            if "drain" in parts:
+                client.control("undrain-worker", worker="w1")
+            figures |= _cancel(running, folder)
         return figures
     finally:
         running.close()

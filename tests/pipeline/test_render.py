@@ -134,6 +134,7 @@ def test_interrupted_render_resumes_and_reuses_finished_shots(golden: dict[str, 
                 os.killpg(process.pid, signal.SIGKILL)
                 break
     process.wait(timeout=60)
+    process.stderr.close()
     assert finished == 3 and process.returncode == -signal.SIGKILL
     assert not (out / "episode.mp4").exists()
 
