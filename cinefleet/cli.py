@@ -270,10 +270,10 @@ def bench_site(
     workdir: Annotated[Path | None, typer.Option(help="Scratch folder (default: a temporary one).")] = None,
     stages: Annotated[int, typer.Option(help="No-op stages for the dispatch figure.")] = 1000,
     shots: Annotated[int, typer.Option(help="Shots in the reference episode (even number).")] = 40,
-    parts: Annotated[str, typer.Option(help="Comma-separated parts to run: dispatch, episode, drain.")] =
-    "dispatch,episode,drain",
+    parts: Annotated[str, typer.Option(help="Comma-separated parts to run: dispatch, episode, drain, cancel.")] =
+    "dispatch,episode,drain,cancel",
 ) -> None:
-    """Site overhead: no-op dispatch vs plain dramatiq, the episode vs render, drain latency."""
+    """Site overhead: no-op dispatch vs plain dramatiq, the episode vs render, drain and cancel latency."""
     module = _bench_module("site")
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
     if not chosen or set(chosen) - set(module.PARTS):
@@ -296,13 +296,8 @@ def bench_agent(
 
 
 def _bench_module(name: str) -> ModuleType:
-    """Benchmarks live in the source checkout's tests/bench/, beside the tests they extend."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "tests" / "bench" / f"{name}.py").is_file():
-        raise _fail(EXIT_FAILED, f"benchmark {name!r} needs a source checkout ({root / 'tests' / 'bench'})")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return importlib.import_module(f"tests.bench.{name}")
+    """A benchmark (``cinefleet.bench.NAME``), imported only when it runs: they pull in every component."""
+    return importlib.import_module(f"cinefleet.bench.{name}")
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from ops_agent.client import AgentClient
 from ops_agent.errors import AuditChainBroken, CommandFailed, KeyStoreError, Rejected
 from ops_agent.supervisor import WorkerSpecError
 from pipeline.errors import GateBlocked, InputError, MediaError
+from pipeline.testing import pilot_project
 from protos import ops_agent_pb2 as pb
 from protos.actions import BadTarget, UnknownAction
 from site_scheduler.errors import (
@@ -35,7 +36,7 @@ from site_scheduler.errors import (
     SiteNotFound,
     SiteUnreachable,
 )
-from tests.pipeline.conftest import PILOT, TEST_PROFILE, require_espeak
+from tests.pipeline.conftest import require_espeak
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,10 +114,7 @@ def test_keys_json_names_key_ids_and_files_never_a_key(tmp_path: Path) -> None:
 
 def test_render_json_prints_the_run_summary(tmp_path: Path) -> None:
     require_espeak()
-    data = json.loads((PILOT / "project.json").read_text())
-    data["render_profiles"], data["assets"] = TEST_PROFILE, {"library": str(PILOT / "assets")}
-    project, out = tmp_path / "project.json", tmp_path / "out"
-    project.write_text(json.dumps(data))
+    project, out = pilot_project(tmp_path / "project.json"), tmp_path / "out"
     result = cinefleet("render", project, "--out", out, "--store", tmp_path / "store", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == json.loads((out / "run_summary.json").read_text())

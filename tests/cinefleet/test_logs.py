@@ -10,10 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from cinefleet import logs
+from pipeline.testing import wait_for
 
 
 def test_a_record_is_one_json_line_with_its_secrets_masked() -> None:
@@ -45,18 +45,22 @@ def test_a_site_logs_json_without_the_password_of_its_redis_url(tmp_path: Path) 
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"redis://:s3cret-pw@127.0.0.1:{port}/0"
-    process = subprocess.Popen([sys.executable, "-m", "cinefleet", "site", "serve", "--site", "logs",
-                                "--data-dir", str(tmp_path / "site"), "--redis-url", url],
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = tmp_path / "serve.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "cinefleet", "site", "serve", "--site", "logs",
+                                    "--data-dir", str(tmp_path / "site"), "--redis-url", url],
+                                   stderr=handle, start_new_session=True)
+
+    def scheduling() -> bool:
+        assert process.poll() is None, f"the site exited {process.returncode}: {log.read_text()}"
+        return "scheduling on" in log.read_text()
+
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "site" / "site.json").exists():
-            assert time.monotonic() < deadline and process.poll() is None, "the site did not start"
-            time.sleep(0.1)
-        time.sleep(0.5)
+        wait_for(scheduling, "the site to log the Redis it schedules on", timeout=60)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
+        process.wait(timeout=30)
+    stderr = log.read_text()
     lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
     scheduling = [e for e in lines if "scheduling on" in e["message"]]
     assert scheduling and f"redis://:***@127.0.0.1:{port}/0" in scheduling[0]["message"]

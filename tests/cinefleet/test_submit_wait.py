@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cinefleet.cli import EXIT_CANCELLED
-from tests.pipeline.conftest import PILOT, TEST_PROFILE
+from pipeline.testing import pilot_project
 from tests.site_scheduler.conftest import SITE, Site
 
 
@@ -43,10 +42,7 @@ def _read_all(fd: int) -> bytes:
 
 
 def test_wait_shows_stages_done_on_a_terminal_and_exits_6_when_cancelled(idle_site: Site, tmp_path: Path) -> None:
-    data = json.loads((PILOT / "project.json").read_text())
-    data["render_profiles"], data["assets"] = TEST_PROFILE, {"library": str(PILOT / "assets")}
-    project = tmp_path / "pilot.json"
-    project.write_text(json.dumps(data))
+    project = pilot_project(tmp_path / "pilot.json")
     leader, follower = pty.openpty()
     process = subprocess.Popen([sys.executable, "-m", "cinefleet", "submit", project, "--wait", "--site", SITE,
                                 "--data-dir", str(idle_site.data_dir)],

@@ -1,4 +1,4 @@
-"""A real site per test module for the agent's tests, and the pilot project."""
+"""A real site per test module for the agent's tests (``site_scheduler.testing.Site``)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.site_scheduler.conftest import Site, pilot  # noqa: F401 (a fixture, used by name)
+from site_scheduler.testing import Site
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("agent-site")
-    (root / "logs").mkdir()
-    running = Site(data_dir=root / "site", logs=root / "logs")
-    running.start_scheduler()
-    try:
+    with Site(data_dir=root / "site", logs=root / "logs") as running:
         yield running
-    finally:
-        running.close()

@@ -67,17 +67,6 @@ def test_breaches_give_one_reason_line_each(tmp_path: Path) -> None:
         assert any(r.startswith("load 1m ") and "per cpu ≥ 1e-09" in r for r in reasons), reasons
 
 
-def test_sampling_is_cheap(tmp_path: Path) -> None:
-    # The agent samples once a second within 1% of a core: 10 ms of CPU per sample at most.
-    thresholds = Thresholds()
-    start = time.process_time()
-    for _ in range(50):
-        sample_host("h1", "s1", [tmp_path, Path("/")], thresholds)
-    per_sample = (time.process_time() - start) / 50
-    print(f"sample_host: {per_sample * 1e3:.3f} ms CPU per sample")
-    assert per_sample < 0.01
-
-
 def test_one_bad_sample_does_not_degrade_but_degrade_after_do() -> None:
     machine = HostStateMachine(Thresholds(degrade_after=3, recover_after=5))
     assert _feed(machine, "gbgbbgg") == "HHHHHHH", "isolated and paired breaches never add up to three"

@@ -137,9 +137,7 @@ def test_stop_kills_a_worker_that_ignores_sigterm_with_its_children(tmp_path: Pa
     supervisor.start()
     pid = supervisor.pids()["w1"]
     children = _until(lambda: psutil.Process(pid).children(), "the child")
-    started = time.monotonic()
-    supervisor.stop(timeout=0.5)
-    assert time.monotonic() - started < 5
+    supervisor.stop(timeout=0.5)  # how fast: `cinefleet bench agent`
     assert not _alive(pid)
     _until(lambda: not any(_alive(c.pid) for c in children), "the child to die", timeout=5)
     assert not (tmp_path / "logs" / "w1.pid").exists()
@@ -191,11 +189,7 @@ def test_supervised_workers_join_the_site_and_a_killed_one_is_restarted(site: Si
         monitor = HealthMonitor(HOST, SITE, site.data_dir, supervisor=supervisor, thresholds=Thresholds(
             load_per_cpu_degraded=1e6, memory_degraded=1.0, disk_high_water=1.0, temperature_degraded_c=1000))
         try:
-            health = monitor.sample()
-            start = time.process_time()
-            for _ in range(10):
-                monitor.sample()
-            print(f"HealthMonitor.sample: {(time.process_time() - start) * 100:.2f} ms CPU per sample")
+            health = monitor.sample()  # its CPU cost: `cinefleet bench agent`
         finally:
             monitor.close()
         assert health.state == HEALTHY, list(health.reasons)

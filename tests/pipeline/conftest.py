@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -17,12 +16,7 @@ from pipeline.models import ShotList
 from pipeline.stages.canon_gate import apply_diffs
 from pipeline.stages.script import generate_script
 from pipeline.stages.shotlist import plan_shots
-
-ROOT = Path(__file__).resolve().parents[2]
-PILOT = ROOT / "examples" / "pilot"
-
-#: Tests render at a quarter of the pixels; the code path is the same as at 1280x720.
-TEST_PROFILE = {"preview_local": {"width": 640, "height": 360, "fps": 24}}
+from pipeline.testing import PILOT, pilot_project
 
 
 def require_espeak() -> None:
@@ -52,29 +46,12 @@ def pilot_shotlist(
     return plan_shots(script, canon, fps, digest(script))
 
 
-def write_project(path: Path, data: dict[str, Any], library: Path = PILOT / "assets") -> Path:
-    """Write ``data`` as the project file ``path``, with a copy of ``library`` in its folder.
-
-    A project's files must lie inside its folder, so the library is copied beside it (as a folder of
-    the same name) rather than named by an absolute path.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(library, path.parent / library.name, dirs_exist_ok=True)
-    data["assets"] = {"library": library.name}
-    path.write_text(json.dumps(data, indent=2))
-    return path
-
-
 @pytest.fixture
 def make_project(tmp_path: Path) -> Callable[..., Path]:
     """Write a copy of the pilot project; ``edit`` may change its JSON before it is written."""
 
     def make(edit: Callable[[dict[str, Any]], None] | None = None, name: str = "project.json",
              library: Path | None = None) -> Path:
-        data = json.loads((PILOT / "project.json").read_text())
-        data["render_profiles"] = TEST_PROFILE
-        if edit is not None:
-            edit(data)
-        return write_project(tmp_path / "projects" / name, data, library or PILOT / "assets")
+        return pilot_project(tmp_path / "projects" / name, edit, library)
 
     return make

@@ -15,8 +15,9 @@ from pipeline.models import RenderOutput
 from pipeline.registry import ArtifactRow, Registry, sqlite_url
 from pipeline.render import RenderRequest, render
 from pipeline.store import file_sha256
+from pipeline.testing import pilot_project
 from pipeline.workspace import REGISTRY_FILE
-from tests.pipeline.conftest import PILOT, TEST_PROFILE, require_espeak
+from tests.pipeline.conftest import require_espeak
 
 
 def _render(project: Path, out: Path, store: Path) -> dict[str, str]:
@@ -37,11 +38,7 @@ def _blobs(store: Path, kind: str) -> list[Path]:
 
 def test_flipped_and_truncated_blobs_are_rebuilt_with_the_same_bytes(tmp_path: Path) -> None:
     require_espeak()
-    data = json.loads((PILOT / "project.json").read_text())
-    data["render_profiles"] = TEST_PROFILE
-    data["assets"] = {"library": str(PILOT / "assets")}
-    project = tmp_path / "project.json"
-    project.write_text(json.dumps(data))
+    project = pilot_project(tmp_path / "project.json")
     store = tmp_path / "store"
     clean = _render(project, tmp_path / "clean", store)
 

@@ -19,7 +19,8 @@ from pipeline.media import probe
 from pipeline.models import AssetManifest, RenderOutput, RunSummary
 from pipeline.render import PUBLISHED, RenderRequest, render
 from pipeline.store import file_sha256
-from tests.pipeline.conftest import PILOT, require_espeak, write_project
+from pipeline.testing import PILOT, write_project
+from tests.pipeline.conftest import require_espeak
 
 ARTIFACTS = ("Script.json", "ShotList.json", "AssetManifest.json", "RenderPlan.json", "RenderOutput.json",
              "episode.mp4", "captions.srt")
@@ -131,6 +132,7 @@ def test_interrupted_render_resumes_and_reuses_finished_shots(golden: dict[str, 
                 os.killpg(process.pid, signal.SIGKILL)
                 break
     process.wait(timeout=60)
+    process.stderr.close()
     assert finished == 3 and process.returncode == -signal.SIGKILL
     assert not (out / "episode.mp4").exists()
 

