@@ -3,10 +3,11 @@
 Each entry carries ``seq`` (1, 2, ...), ``prev_hash`` (the previous entry's hash; 64 zeros for the
 first) and ``entry_hash = sha256(prev_hash || canonical JSON of the entry without entry_hash)``, with
 ``prev_hash`` as its 64 hex characters and canonical JSON as sorted keys, no spaces, UTF-8. Walking
-the chain from the first line finds an edited, deleted or reordered entry. It cannot find the last
-entries cut off, nor a log rewritten whole with fresh hashes: that needs the head anchored elsewhere
-(the control plane's copy of the outcomes). Entries hold hashes and names only, never signatures,
-keys or tokens.
+the chain from the first line finds an edited, deleted or reordered entry; each line must be exactly
+the canonical bytes that were hashed, so no line can be read two ways (a duplicate key, another
+encoding of the same entry). It cannot find the last entries cut off, nor a log rewritten whole
+with fresh hashes: that needs the head anchored elsewhere (the control plane's copy of the outcomes).
+Entries hold hashes and names only, never signatures, keys or tokens.
 """
 
 from __future__ import annotations
