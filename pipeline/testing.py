@@ -28,7 +28,7 @@ class WaitTimeout(AssertionError):
     """Raised when a condition did not hold within its bound; the message names what was awaited."""
 
 
-def wait_for(check: Callable[[], T], what: str, timeout: float = 30, poll: float = 0.05) -> T:
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 30, poll: float = 0.05) -> T:
     """Call ``check`` until it returns something truthy, and return that; never wait past ``timeout`` s.
 
     Every wait in a test or a harness is bounded so that a hang fails with the name of what was

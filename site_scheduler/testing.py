@@ -135,7 +135,7 @@ class Site:
         """The run once it is final (bounded)."""
         return self.client.wait(run_id, timeout=timeout)
 
-    def wait_until(self, check: Callable[[], T], what: str, timeout: float = 60) -> T:
+    def wait_until(self, check: Callable[[], T | None], what: str, timeout: float = 60) -> T:
         return wait_for(check, what, timeout)
 
     def close(self) -> None:

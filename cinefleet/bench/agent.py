@@ -60,9 +60,10 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return rank(0.50), rank(0.99)
 
 
-def _timed(count: int, once: Callable[[int], None]) -> list[float]:
+def _timed(count: int, once: Callable[[int], None], first: int = 0) -> list[float]:
+    """Seconds of each of ``count`` calls ``once(first)``, ``once(first + 1)``, ..."""
     samples = []
-    for i in range(count):
+    for i in range(first, first + count):
         began = time.perf_counter()
         once(i)
         samples.append(time.perf_counter() - began)
@@ -147,8 +148,8 @@ def run_benchmark(workdir: Path | None = None, commands: int = 2000, idle_s: flo
         round_trips: list[float] = []
         direct_samples: list[float] = []
         for i in range(commands):  # each signed round trip, then the same kind of control straight to the site
-            round_trips += _timed(1, lambda _, i=i: signed(i))
-            direct_samples += _timed(1, lambda _, i=i: direct(i))
+            round_trips += _timed(1, signed, i)
+            direct_samples += _timed(1, direct, i)
         p50, p99 = _percentiles(round_trips)
         direct_n = len(direct_samples)
         direct_p50, direct_p99 = _percentiles(direct_samples)
@@ -157,9 +158,9 @@ def run_benchmark(workdir: Path | None = None, commands: int = 2000, idle_s: flo
         isolated, isolated_direct = [], []
         for i in range(ISOLATED):
             time.sleep(ISOLATED_GAP_S)
-            isolated += _timed(1, lambda _, i=i: signed(i))
+            isolated += _timed(1, signed, i)
             time.sleep(ISOLATED_GAP_S)
-            isolated_direct += _timed(1, lambda _, i=i: direct(i))
+            isolated_direct += _timed(1, direct, i)
         rate_wall, rate_cpu = _verifier_rate(folder, key, bundle, commands)
 
         process = psutil.Process(agent.process.pid)  # type: ignore[union-attr]

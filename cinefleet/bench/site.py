@@ -46,7 +46,7 @@ def _plain_dramatiq(url: str, count: int) -> float:
     def noop() -> None:
         client.incr(counter)
 
-    actor = dramatiq.actor(noop, actor_name="noop", queue_name="plain", broker=broker, max_retries=0)
+    actor = dramatiq.actor(actor_name="noop", queue_name="plain", broker=broker, max_retries=0)(noop)
     worker = dramatiq.Worker(broker, queues={"plain"}, worker_threads=2, worker_timeout=100)
     began = time.perf_counter()
     for _ in range(count):

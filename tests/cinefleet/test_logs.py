@@ -51,12 +51,12 @@ def test_a_site_logs_json_without_the_password_of_its_redis_url(tmp_path: Path) 
                                     "--data-dir", str(tmp_path / "site"), "--redis-url", url],
                                    stderr=handle, start_new_session=True)
 
-    def scheduling() -> bool:
+    def says_where_it_schedules() -> bool:
         assert process.poll() is None, f"the site exited {process.returncode}: {log.read_text()}"
         return "scheduling on" in log.read_text()
 
     try:
-        wait_for(scheduling, "the site to log the Redis it schedules on", timeout=60)
+        wait_for(says_where_it_schedules, "the site to log the Redis it schedules on", timeout=60)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
