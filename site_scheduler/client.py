@@ -6,6 +6,7 @@ applies and answers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -16,15 +17,16 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pipeline.canonical import digest
+from pipeline.bundle import gather, put_bundle
 from pipeline.documents import load_project
-from pipeline.stages.assets import open_library
 from pipeline.stages.render_plan import check_profile
+from pipeline.workspace import Workspace
 from site_scheduler import outbox
 from site_scheduler.config import SiteEndpoints
 from site_scheduler.database import open_engine
 from site_scheduler.errors import ControlRefused, SiteError
 from site_scheduler.keys import DOORBELL, QUEUES, Keys
+from site_scheduler.rows import registry_rows
 from site_scheduler.tables import QueueRow, RunRow, StageRow, WorkerRow, row_dict
 
 FINAL = ("completed", "failed", "blocked", "cancelled")
@@ -47,21 +49,35 @@ class SiteClient:
     def submit(self, project: Path, out: Path | None = None, profile: str = "preview_local") -> str:
         """Validate the project here (bad input is refused before anything is sent), then submit."""
         check_profile(profile)
-        loaded = load_project(project)
-        open_library(loaded.library, "assets.library", loaded.path)
+        gathered = gather(load_project(project))
+        tenant_id = gathered.loaded.project.tenant_id
+        # The bundle goes into the site's store now; its registry rows travel with the request,
+        # for the scheduler (the site database's only writer) to record.
+        ws = Workspace(Path(self.endpoints.store), tenant_id, self.endpoints.site_id, registry_url="sqlite://")
+        try:
+            bundle = put_bundle(ws, gathered)
+            rows = registry_rows(ws)
+        finally:
+            ws.close()
+        from pipeline.kinds import first_stages  # the stage table brings the media stack: only when submitting
+
         run_id = uuid.uuid4().hex[:16]
         out = out or Path(self.endpoints.data_dir) / "out" / run_id
-        request = {"run_id": run_id, "project": str(loaded.path), "out": str(out.resolve()), "profile": profile,
-                   "tenant_id": loaded.project.tenant_id, "project_hash": digest(loaded.project)}
+        request = {"run_id": run_id, "project": str(gathered.loaded.path), "out": str(out.resolve()),
+                   "profile": profile, "tenant_id": tenant_id, "project_hash": bundle, "rows": rows,
+                   "stages": [dataclasses.asdict(planned) for planned in first_stages(bundle, profile)]}
         self._request(self.keys.submissions, request)
         return run_id
 
     def submit_probe(self, stages: int) -> str:
         """A run of ``stages`` no-op stages: measures dispatch overhead (``cinefleet bench site``)."""
+        from pipeline.kinds import probe_stages
+
         run_id = f"probe-{uuid.uuid4().hex[:10]}"
         out = Path(self.endpoints.data_dir) / "out" / run_id
         request = {"run_id": run_id, "project": "", "out": str(out), "profile": "preview_local",
-                   "tenant_id": "default", "project_hash": "", "probes": stages}
+                   "tenant_id": "default", "project_hash": "", "rows": {},
+                   "stages": [dataclasses.asdict(planned) for planned in probe_stages(stages)]}
         self._request(self.keys.submissions, request)
         return run_id
 

@@ -23,13 +23,11 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from pipeline.bundle import open_bundle
 from pipeline.canonical import digest
-from pipeline.documents import load_project
 from pipeline.errors import PipelineError
-from pipeline.models import AssetManifest, Project, RenderPlan, ShotList
+from pipeline.kinds import KINDS, PUBLISHED, Planned, arguments, published
 from pipeline.registry import ArtifactRow, AssetCacheRow, DerivationRow
-from pipeline.render import PUBLISHED
-from pipeline.steps import voice_placements
 from pipeline.store import atomic_copy
 from pipeline.workspace import Workspace
 from site_scheduler import outbox, summary
@@ -37,25 +35,12 @@ from site_scheduler.broker import make_broker
 from site_scheduler.config import SiteEndpoints
 from site_scheduler.controls import apply_control
 from site_scheduler.errors import ControlRefused
-from site_scheduler.execute import file_job
 from site_scheduler.keys import QUEUES, Keys
 from site_scheduler.redis_server import RedisServer
 from site_scheduler.tables import QueueRow, RunRow, StageRow, WorkerRow
 
 log = logging.getLogger(__name__)
 
-#: Where each stage kind runs (spec §13).
-QUEUE_OF = {
-    "probe": "cpu_queue",
-    "script": "local_ai_queue",
-    "shotlist": "cpu_queue",
-    "assets": "media_queue",
-    "render_plan": "cpu_queue",
-    "voice": "cpu_queue",
-    "shot": "cpu_queue",
-    "audio": "cpu_queue",
-    "finish": "cpu_queue",
-}
 FINAL_RUN_STATES = ("completed", "failed", "blocked", "cancelled")
 #: Messages a queue may hold that no worker has started, counted in estimated seconds of work.
 #: Keeping the queue short lets a stage that becomes ready late (the audio mix, once its voices
@@ -69,9 +54,6 @@ SEND_WINDOW_MIN = 4
 SEND_WINDOW_MAX = 512
 #: What a stage of a kind never seen finishing is assumed to cost.
 DEFAULT_STAGE_COST_S = 1.0
-#: Among ready stages, which are sent first: the ones others wait on, and long ones early.
-KIND_ORDER = {"voice": 0, "audio": 1, "script": 2, "shotlist": 2, "assets": 2, "render_plan": 2, "shot": 3,
-              "probe": 3, "finish": 4}
 #: Throughput is counted over this window (and reported per hour).
 THROUGHPUT_WINDOW_S = 3600
 #: How long an idle scheduler waits for a result before looking at controls and submissions again.
@@ -95,6 +77,7 @@ class Scheduler:
         self._completed: dict[str, list[str]] = {}  # queue -> stages finished in this batch, for throughput
         self._sent_attempts: list[tuple[str, str, int]] = []  # repeated attempts sent in this dispatch
         self._outgoing: list[dramatiq.Message] = []  # messages of this dispatch, enqueued together
+        self._advanced: set[str] = set()  # runs a stage of which finished in this transaction
         with Session(engine) as session, session.begin():
             for queue in QUEUES:
                 if session.get(QueueRow, queue) is None:
@@ -195,18 +178,16 @@ class Scheduler:
             for chunk in range(0, len(stage_ids), 400):
                 session.scalars(select(StageRow).where(StageRow.run_id.in_(run_ids),
                                                        StageRow.stage_id.in_(stage_ids[chunk:chunk + 400]))).all()
-            probed: set[str] = set()
             for result in results:
                 try:
                     with session.begin_nested():
-                        self._result(session, result, probed)
+                        self._result(session, result)
                 except Exception:
                     # One result the scheduler cannot apply must not stop the site (it would meet
                     # the same result again after every restart); it is logged and dropped.
                     log.exception("result for %s/%s attempt %s not applied; dropped", result.get("run_id"),
                                   result.get("stage_id"), result.get("attempt"))
-            for run_id in probed:
-                self._complete_probe_run(session, run_id)
+            self._complete_runs(session)
 
     def _take(self, source: str, handle: Any) -> bool:
         """Move one item to a processing list, apply it, then drop it: a crash loses nothing.
@@ -251,22 +232,16 @@ class Scheduler:
                          submitted_at=time.time(), finished_at=None)
             session.add(run)
             run.submitted_seq = self._emit(session, "run", run)
-            if request.get("probes"):
-                # A dispatch probe: independent no-op stages, to measure the site's own overhead.
-                for number in range(int(request["probes"])):
-                    self._add_stage(session, run, f"probe:{number:06d}", "probe", [], {})
-                return
-            chain = [("script", []), ("shotlist", ["script"]), ("assets", ["shotlist"]),
-                     ("render_plan", ["assets"])]
-            for kind, needs in chain:
-                self._add_stage(session, run, kind, kind, needs, {"profile": request["profile"]})
+            self._record_rows(session, run, request.get("rows", {}))
+            for planned in request["stages"]:
+                self._add_stage(session, run, Planned(planned["stage_id"], planned["kind"], tuple(planned["needs"]),
+                                                      planned["args"]))
 
-    def _add_stage(self, session: Session, run: RunRow, stage_id: str, kind: str, needs: list[str],
-                   args: dict[str, Any], identity: str = "") -> StageRow:
-        stage = StageRow(run_id=run.run_id, stage_id=stage_id, site_id=self.site_id, tenant_id=run.tenant_id,
-                         kind=kind, queue=QUEUE_OF[kind], identity=identity, status="waiting", depends_on=needs,
-                         args=args, output=None, outputs={}, attempts=0, worker=None, message_id=None, error="",
-                         seconds=None, cache_hits=None, cache_misses=None)
+    def _add_stage(self, session: Session, run: RunRow, planned: Planned) -> StageRow:
+        stage = StageRow(run_id=run.run_id, stage_id=planned.stage_id, site_id=self.site_id, tenant_id=run.tenant_id,
+                         kind=planned.kind, queue=KINDS[planned.kind].queue, identity="", status="waiting",
+                         depends_on=list(planned.needs), args=planned.args, output=None, outputs={}, attempts=0,
+                         worker=None, message_id=None, error="", seconds=None, cache_hits=None, cache_misses=None)
         session.add(stage)
         self._emit(session, "stage", stage)
         return stage
@@ -296,7 +271,7 @@ class Scheduler:
             ):
                 queued.setdefault(queue, []).extend([self._cost_of(kind)] * count)
             outputs: dict[str, dict[str, dict[str, Any]]] = {}
-            for stage in sorted(waiting, key=lambda s: KIND_ORDER.get(s.kind, 9)):
+            for stage in sorted(waiting, key=lambda s: KINDS[s.kind].order):
                 run = runs[stage.run_id]
                 if run.run_id not in outputs:
                     outputs[run.run_id] = self._outputs(session, run.run_id)
@@ -312,6 +287,7 @@ class Scheduler:
                 else:
                     ahead.append(self._cost_of(stage.kind))
                 sent = True
+            self._complete_runs(session)
         # After the commit. A worker handed an older attempt of these stages skips it; a crash
         # before the messages go leaves their stages queued with no message, and recover() sends
         # them again as new attempts: nothing is lost, and no attempt runs twice.
@@ -347,15 +323,15 @@ class Scheduler:
         return {stage.stage_id: stage.outputs for stage in stages}
 
     def _send(self, session: Session, run: RunRow, stage: StageRow, done: dict[str, dict[str, Any]]) -> None:
-        args = {**stage.args, **self._inputs(run, stage, done)}
+        kind = KINDS[stage.kind]
+        args = arguments(stage.args, kind, done)
         stage.args = args
         if run.status == "queued":
             run.status = "running"
             self._emit(session, "run", run)
-        if stage.kind in ("voice", "shot", "audio"):
+        if kind.job is not None:
             ws = self.workspace(run.tenant_id)
-            job = file_job(ws, stage.kind, args)
-            stage.identity = job.key(ws)
+            stage.identity = kind.job(ws, args).key(ws)
             found = ws.registry.derived(run.tenant_id, stage.identity)
             if found is not None and ws.has(found):
                 self._finish_stage(session, run, stage, {"file": found, "key": stage.identity}, cached=True)
@@ -373,30 +349,9 @@ class Scheduler:
             self._sent_attempts.append((run.run_id, stage.stage_id, stage.attempts))
         self._emit(session, "stage", stage)
 
-    def _inputs(self, run: RunRow, stage: StageRow, done: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """The input hashes a stage needs, from the outputs of the stages it depends on."""
-        base = {"project": run.project_path}
-        script = done.get("script", {})
-        if stage.kind in ("script", "probe"):
-            return base
-        if stage.kind == "shotlist":
-            return {**base, "script": script["script"], "canon": script["canon"]}
-        if stage.kind == "assets":
-            return {**base, "script": script["script"], "canon": script["canon"],
-                    "shotlist": done["shotlist"]["shotlist"]}
-        if stage.kind == "render_plan":
-            return {**base, "shotlist": done["shotlist"]["shotlist"], "manifest": done["assets"]["manifest"]}
-        if stage.kind in ("voice", "shot"):
-            return {}
-        voices = [[s["shot_id"], s["start"], done[s["stage_id"]]["file"]] for s in stage.args["placements"]]
-        if stage.kind == "audio":
-            return {"voices": voices}
-        clips = [done[f"shot:{shot_id}"]["file"] for shot_id in stage.args["shots"]]
-        return {**base, "voices": voices, "clips": clips, "audio": done["audio"]["file"]}
-
     # -- results ---------------------------------------------------------------------------
 
-    def _result(self, session: Session, result: dict[str, Any], probed: set[str]) -> None:
+    def _result(self, session: Session, result: dict[str, Any]) -> None:
         stage = session.get(StageRow, (result["run_id"], result["stage_id"]))
         run = session.get(RunRow, result["run_id"])
         if stage is None or run is None:
@@ -423,8 +378,6 @@ class Scheduler:
             self._record_rows(session, run, result.get("rows", {}))
             stage.worker = result.get("worker")
             self._finish_stage(session, run, stage, result["outputs"])
-            if stage.kind == "probe":
-                probed.add(run.run_id)
         elif status == "cancelled":
             stage.status = "cancelled"
             self._emit(session, "stage", stage)
@@ -451,8 +404,9 @@ class Scheduler:
 
     def _finish_stage(self, session: Session, run: RunRow, stage: StageRow, outputs: dict[str, Any],
                       cached: bool = False) -> None:
+        kind = KINDS[stage.kind]
         stage.status, stage.outputs = "done", outputs
-        stage.output = next(iter(outputs.values()), None)
+        stage.output = outputs.get(kind.output) if kind.output else None
         if cached:
             stage.worker = "cache"
         self._emit(session, "stage", stage)
@@ -460,18 +414,21 @@ class Scheduler:
         if queue is not None and not cached:
             queue.completed += 1
             self._completed.setdefault(stage.queue, []).append(f"{run.run_id}/{stage.stage_id}/{stage.attempts}")
-        if stage.kind == "render_plan":
-            self._expand(session, run, self._outputs(session, run.run_id) | {stage.stage_id: outputs})
-        elif stage.kind == "finish":
-            self._publish(session, run, outputs)
+        if kind.expand is not None:
+            done = self._outputs(session, run.run_id) | {stage.stage_id: outputs}
+            for planned in kind.expand(self.workspace(run.tenant_id), stage.args, done):
+                self._add_stage(session, run, planned)
+        self._advanced.add(run.run_id)
 
-    def _complete_probe_run(self, session: Session, run_id: str) -> None:
-        """A probe run is complete once every one of its no-op stages is done."""
-        left = session.scalars(select(StageRow.stage_id).where(StageRow.run_id == run_id,
-                                                               StageRow.status != "done").limit(1)).first()
-        run = session.get(RunRow, run_id)
-        if left is None and run is not None and run.status not in FINAL_RUN_STATES:
-            self._finish_run(session, run, "completed")
+    def _complete_runs(self, session: Session) -> None:
+        """A run whose every stage is done is complete: it publishes what its stages made."""
+        for run_id in self._advanced:
+            left = session.scalars(select(StageRow.stage_id).where(StageRow.run_id == run_id,
+                                                                   StageRow.status != "done").limit(1)).first()
+            run = session.get(RunRow, run_id)
+            if left is None and run is not None and run.status not in FINAL_RUN_STATES:
+                self._publish(session, run)
+        self._advanced.clear()
 
     def _cost_event(self, session: Session, run: RunRow, stage: StageRow, result: dict[str, Any]) -> None:
         """What an attempt cost, into the outbox: local compute time now; provider spend when providers exist."""
@@ -484,64 +441,25 @@ class Scheduler:
     def _finish_run(self, session: Session, run: RunRow, status: str, detail: str = "") -> None:
         run.status, run.detail, run.finished_at = status, detail, time.time()
         self._emit(session, "run", run)
-        if run.project_path:  # a probe run has no project and no outputs
-            ws = self.workspace(run.tenant_id)
-            try:
-                summary.write(Path(run.out_dir), summary.build(session, run, ws, self._project_id(session, run, ws)))
-            except (OSError, PipelineError) as exc:  # the run's state stands; the summary is a report of it
-                log.error("run %s: run_summary.json not written to %s: %s", run.run_id, run.out_dir, exc)
-
-    def _project_id(self, session: Session, run: RunRow, ws: Workspace) -> str:
-        script = session.get(StageRow, (run.run_id, "script"))
-        if script is not None and script.status == "done":
-            return ws.load_document(script.outputs["project"], Project).id
+        ws = self.workspace(run.tenant_id)
         try:
-            return load_project(Path(run.project_path)).project.id
+            summary.write(Path(run.out_dir), summary.build(session, run, ws, self._project_id(run, ws)))
+        except (OSError, PipelineError) as exc:  # the run's state stands; the summary is a report of it
+            log.error("run %s: run_summary.json not written to %s: %s", run.run_id, run.out_dir, exc)
+
+    @staticmethod
+    def _project_id(run: RunRow, ws: Workspace) -> str:
+        """The project a run renders, from its bundle; a run of no-op stages has none."""
+        if not run.project_hash:
+            return ""
+        try:
+            return open_bundle(ws, run.project_hash).project.id
         except PipelineError:
             return ""
 
-    def _expand(self, session: Session, run: RunRow, done: dict[str, dict[str, Any]]) -> None:
-        """Once the plan exists, add a stage per voice line and per shot, the mix and the finish."""
-        profile = session.get(StageRow, (run.run_id, "script")).args["profile"]  # type: ignore[union-attr]
-        plan_hash, shotlist_hash = done["render_plan"]["plan"], done["shotlist"]["shotlist"]
-        manifest_hash = done["assets"]["manifest"]
-        ws = self.workspace(run.tenant_id)
-        plan = ws.load_document(plan_hash, RenderPlan)
-        shotlist = ws.load_document(shotlist_hash, ShotList)
-        manifest = ws.load_document(manifest_hash, AssetManifest)
-        project_id = ws.load_document(done["script"]["project"], Project).id
-        placements = []
-        for placement in voice_placements(shotlist, manifest, plan):
-            stage_id = f"voice:{placement.line.line_id}"
-            self._add_stage(session, run, stage_id, "voice", ["render_plan"],
-                            {"plan": plan_hash, "manifest": manifest_hash, "line_id": placement.line.line_id,
-                             "window": placement.window})
-            placements.append({"stage_id": stage_id, "shot_id": placement.shot_id, "start": placement.start})
-        for shot in plan.shots:
-            self._add_stage(session, run, f"shot:{shot.shot_id}", "shot", ["render_plan"],
-                            {"plan": plan_hash, "shotlist": shotlist_hash, "shot_id": shot.shot_id})
-        self._add_stage(session, run, "audio", "audio", [p["stage_id"] for p in placements] or ["render_plan"],
-                        {"plan": plan_hash, "shotlist": shotlist_hash, "project_id": project_id,
-                         "placements": placements})
-        script = done["script"]
-        lineage = {"Project": script["project"], "Canon": script["canon"], "Script": script["script"],
-                   "ShotList": shotlist_hash, "AssetManifest": manifest_hash, "RenderPlan": plan_hash}
-        self._add_stage(session, run, "finish", "finish", [f"shot:{s.shot_id}" for s in plan.shots] + ["audio"],
-                        {"profile": profile, "lineage": lineage, "placements": placements,
-                         "shots": [s.shot_id for s in plan.shots]})
-
-    def _publish(self, session: Session, run: RunRow, outputs: dict[str, Any]) -> None:
-        done = self._outputs(session, run.run_id)
-        script = done["script"]
-        files = {
-            "Script.json": script["script"],
-            "ShotList.json": done["shotlist"]["shotlist"],
-            "AssetManifest.json": done["assets"]["manifest"],
-            "RenderPlan.json": done["render_plan"]["plan"],
-            "RenderOutput.json": outputs["output"],
-            "captions.srt": outputs["captions"],
-            "episode.mp4": outputs["episode"],
-        }
+    def _publish(self, session: Session, run: RunRow) -> None:
+        stages = session.scalars(select(StageRow).where(StageRow.run_id == run.run_id)).all()
+        files = published({s.stage_id: s.outputs for s in stages}, {s.stage_id: s.kind for s in stages})
         out = Path(run.out_dir)
         ws = self.workspace(run.tenant_id)
         try:
@@ -554,7 +472,7 @@ class Scheduler:
         except OSError as exc:
             self._finish_run(session, run, "failed", f"publishing to {out}: {exc}")
             return
-        run.episode = str(out / "episode.mp4")
+        run.episode = str(out / "episode.mp4") if "episode.mp4" in files else None
         self._finish_run(session, run, "completed")
 
     def _skip_rest(self, session: Session, run: RunRow) -> None:

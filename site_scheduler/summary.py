@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pipeline.kinds import published
 from pipeline.models import RenderPlan, RunSummary
 from pipeline.models.summary import RunError, StageTiming
 from pipeline.store import atomic_write
@@ -32,11 +33,13 @@ def build(session: Session, run: RunRow, ws: Workspace, project_id: str) -> RunS
     misses = sum(s.cache_misses or 0 for s in ran)
     shots = [s for s in stages if s.kind == "shot" and s.status == "done"]
     failed = [s for s in stages if s.status == "failed"]
-    plan = next((s.outputs.get("plan") for s in stages if s.kind == "render_plan" and s.status == "done"), None)
+    files = published({s.stage_id: s.outputs for s in stages if s.status == "done"},
+                      {s.stage_id: s.kind for s in stages})
+    plan = files.get("RenderPlan.json")
     voice = ws.load_document(plan, RenderPlan).audio.voice_engine if plan else "none"
-    finish = next((s for s in stages if s.kind == "finish" and s.status == "done"), None)
     status = run.status if run.status in ("completed", "blocked", "failed") else "failed"
     return RunSummary.create(
+        run_id=run.run_id,
         project_id=project_id,
         tenant_id=run.tenant_id,
         site_id=run.site_id,
@@ -56,7 +59,7 @@ def build(session: Session, run: RunRow, ws: Workspace, project_id: str) -> RunS
         total_seconds=round((run.finished_at or 0.0) - (run.submitted_at or run.finished_at or 0.0), 3),
         errors=tuple(RunError(code=f"{run.status}.{s.kind}", message=s.error, stage=s.stage_id,
                               recoverable=run.status == "failed") for s in failed),
-        output_hash=finish.outputs.get("output") if finish else None,
+        output_hash=files.get("RenderOutput.json"),
     )
 
 

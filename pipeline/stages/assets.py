@@ -8,7 +8,7 @@ rejected and treated as absent. A placeholder is flagged, never silent.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,14 @@ CachedAsset = Callable[[str], tuple[str, License] | None]
 class Library:
     folder: Path
     entries: dict[str, LibraryAsset]
+    #: Where each named file is read from when the library comes from a project bundle (blobs in
+    #: the store, so an edit to the folder cannot reach a submitted run); None reads the folder.
+    files: Mapping[str, Path] | None = None
+
+    def file(self, name: str) -> Path | None:
+        if self.files is None:
+            return self.folder / name
+        return self.files.get(name)
 
 
 def open_library(folder: Path, field: str, project_file: Path) -> Library:
@@ -64,7 +72,9 @@ def _library_image(library: Library, asset_id: str) -> tuple[Path | None, Licens
         return None, None, "missing"
     if entry.license is None:
         return None, None, "unknown_license"
-    path = library.folder / entry.file
+    path = library.file(entry.file)
+    if path is None:
+        return None, None, "file_missing"
     try:
         with Image.open(path) as image:
             image.verify()
