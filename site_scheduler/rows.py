@@ -7,6 +7,8 @@ writer, records them.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -30,3 +32,20 @@ def registry_rows(ws: Workspace) -> Rows:
         for row in artifacts:
             row.pop("recorded_at", None)
         return {"artifacts": artifacts, "derivations": dump(DerivationRow), "asset_cache": dump(AssetCacheRow)}
+
+
+def record_rows(session: Session, rows: Rows, site_id: str, emit: Callable[[Session, str, Any], int]) -> None:
+    """Insert registry rows made elsewhere (a worker, a submitting client), once each.
+
+    A new artifact goes to the outbox too; derivations and the asset cache stay local.
+    """
+    for row in rows.get("artifacts", []):
+        if session.get(ArtifactRow, (row["tenant_id"], row["hash"])) is None:
+            record = ArtifactRow(**{**row, "site_id": site_id}, recorded_at=dt.datetime.now(dt.UTC))
+            session.add(record)
+            emit(session, "artifact", record)
+    for row in rows.get("derivations", []):
+        if session.get(DerivationRow, (row["tenant_id"], row["key"])) is None:
+            session.add(DerivationRow(**row))
+    for row in rows.get("asset_cache", []):
+        session.merge(AssetCacheRow(**row))
