@@ -28,6 +28,8 @@ def test_malformed_messages_are_dropped_and_the_scheduler_goes_on(site: Site) ->
     }
     for source, items in malformed.items():
         client.rpush(source, *items)
+    client.hset(keys.worker("ghost"), mapping={"name": "ghost", "pid": "not a number"})
+    client.sadd(keys.workers, "ghost")
     run_id = site.client.submit_probe(5)
     run = site.wait(run_id, timeout=60)
     assert run["status"] == "completed" and len(run["stages"]) == 5
@@ -38,6 +40,7 @@ def test_malformed_messages_are_dropped_and_the_scheduler_goes_on(site: Site) ->
     log = (site.logs / "scheduler.log").read_text()
     assert "dropped a malformed Submission" in log and "stages.0.kind" in log
     assert "dropped a malformed StageResult" in log and "dropped a malformed Control" in log
+    assert "dropped a malformed heartbeat" in log and "ghost" not in {w["name"] for w in site.client.workers()}
     assert site.client.control("pause-queue", queue="media_queue") == "queue media_queue paused"
 
 
