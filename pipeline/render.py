@@ -12,35 +12,25 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import steps
-from pipeline.documents import LoadedProject, load_project
+from pipeline.bundle import Bundle, bundle_project, gather
+from pipeline.documents import load_project
 from pipeline.errors import GateBlocked, InputError, MediaError, PipelineError
-from pipeline.media import audio
-from pipeline.models import AssetManifest, RenderOutput, RenderPlan, RunSummary, ShotList
-from pipeline.models.project import ProfileSettings
+from pipeline.kinds import KINDS, PUBLISHED, Done, Outputs, Planned, arguments, first_stages, published, run_job
+from pipeline.models import AssetManifest, RenderOutput, RunSummary, ShotList
 from pipeline.models.render import Profile
 from pipeline.models.summary import RunError, StageTiming
 from pipeline.progress import Progress, Silent
-from pipeline.stages.assets import Library, open_library
-from pipeline.stages.qa import VoiceSpan
+from pipeline.stages.canon_gate import apply_diffs
 from pipeline.stages.render_plan import check_profile
-from pipeline.store import atomic_copy, atomic_write
+from pipeline.store import atomic_write
 from pipeline.workspace import Workspace
 
-PUBLISHED = (
-    "Script.json",
-    "ShotList.json",
-    "AssetManifest.json",
-    "RenderPlan.json",
-    "RenderOutput.json",
-    "episode.mp4",
-    "captions.srt",
-    "run_summary.json",
-)
+__all__ = ["PUBLISHED", "RenderRequest", "RenderResult", "render"]
 
 
 @dataclass(frozen=True)
@@ -68,13 +58,11 @@ def render(request: RenderRequest, progress: Progress | None = None) -> RenderRe
         raise InputError(f"--workers: value {request.workers}: expected an integer ≥ 1")
     for option, folder in (("--out", request.out), ("--store", request.store)):
         _check_folder(option, Path(folder))
-    loaded = load_project(request.project)
-    settings = loaded.project.render_profiles.get(profile, ProfileSettings())
-    library = open_library(loaded.library, "assets.library", loaded.path)
-    workspace = Workspace(request.store, loaded.project.tenant_id, request.site_id)
-    run = _Run(request, loaded, workspace, progress)
+    gathered = gather(load_project(request.project))  # bad input stops here, before anything is written
+    workspace = Workspace(request.store, gathered.loaded.project.tenant_id, request.site_id)
     try:
-        return run.execute(profile, settings, library)
+        bundle = bundle_project(workspace, gathered)
+        return _Run(request, bundle, workspace, progress).execute(profile)
     finally:
         workspace.close()
 
@@ -92,10 +80,10 @@ def _check_folder(option: str, folder: Path) -> None:
 
 
 class _Run:
-    def __init__(self, request: RenderRequest, loaded: LoadedProject, ws: Workspace, progress: Progress) -> None:
+    def __init__(self, request: RenderRequest, bundle: Bundle, ws: Workspace, progress: Progress) -> None:
         self.request = request
-        self.loaded = loaded
-        self.project = loaded.project
+        self.bundle = bundle
+        self.project = bundle.project
         self.ws = ws
         self.progress = progress
         self.timings: list[StageTiming] = []
@@ -125,109 +113,101 @@ class _Run:
 
     # -- the run ---------------------------------------------------------------------------
 
-    def execute(self, profile: Profile, settings: ProfileSettings, library: Library) -> RenderResult:
+    def execute(self, profile: Profile) -> RenderResult:
         try:
-            return self._steps(profile, settings, library)
+            return self._steps(profile)
         except GateBlocked as blocked:
             return self._blocked(blocked)
         except PipelineError as error:
             self._failed(error)
             raise
 
-    def _steps(self, profile: Profile, settings: ProfileSettings, library: Library) -> RenderResult:
-        ws, project = self.ws, self.project
+    def _run(self, planned: Planned, done: Done) -> tuple[Outputs, bool]:
+        """Run one stage of the table in this process; returns its outputs and whether it was reused."""
+        kind = KINDS[planned.kind]
+        args = arguments(planned.args, kind, done)
+        if kind.job is not None:
+            return run_job(self.ws, kind.job(self.ws, args))
+        assert kind.run is not None, f"{kind.name} does no work and has no place in a render"
+        return kind.run(self.ws, args), False
+
+    def _steps(self, profile: Profile) -> RenderResult:
+        ws, bundle = self.ws, self.bundle
+        done: dict[str, Outputs] = {}
+        first = {planned.stage_id: planned for planned in first_stages(bundle.hash, profile)}
         with self.stage("script") as facts:
-            written = steps.write_script(ws, project, self.loaded.canon)
-            facts["output"] = written.script
-            facts["detail"] = ", ".join(f"{o.diff_id}:{o.outcome}" for o in written.outcomes)
+            done["script"], _ = self._run(first["script"], done)
+            facts["output"] = done["script"]["script"]
+            _, outcomes = apply_diffs(bundle.canon, bundle.project.canon_diffs)
+            facts["detail"] = ", ".join(f"{o.diff_id}:{o.outcome}" for o in outcomes)
         with self.stage("canon_gate") as facts:
-            steps.check_canon(ws, written.canon, written.script)
+            done["canon_gate"], _ = self._run(first["canon_gate"], done)
             facts["detail"] = "no contradictions"
         with self.stage("shotlist") as facts:
-            shotlist_hash = steps.write_shotlist(ws, written.script, written.canon, settings.fps)
-            shotlist = ws.load_document(shotlist_hash, ShotList)
-            facts["output"] = shotlist_hash
+            done["shotlist"], _ = self._run(first["shotlist"], done)
+            shotlist = ws.load_document(done["shotlist"]["shotlist"], ShotList)
+            facts["output"] = done["shotlist"]["shotlist"]
             facts["detail"] = f"{len(shotlist.shots)} shots, {shotlist.total_frames} frames"
         with self.stage("assets") as facts:
-            music = project.music.mood if project.music.enabled else None
-            manifest_hash = steps.write_manifest(ws, shotlist_hash, written.script, written.canon, library, music)
-            manifest = ws.load_document(manifest_hash, AssetManifest)
-            facts["output"] = manifest_hash
+            done["assets"], _ = self._run(first["assets"], done)
+            manifest = ws.load_document(done["assets"]["manifest"], AssetManifest)
+            facts["output"] = done["assets"]["manifest"]
             placeholders = [a.asset_id for a in manifest.assets if a.resolved.placeholder]
             facts["detail"] = f"{len(manifest.assets)} assets, placeholders: {', '.join(placeholders) or 'none'}"
         with self.stage("render_plan") as facts:
-            plan_hash = steps.write_plan(ws, profile, settings, shotlist_hash, manifest_hash, self.voice_engine)
-            plan = ws.load_document(plan_hash, RenderPlan)
-            facts["output"] = plan_hash
+            plan = first["render_plan"]
+            done["render_plan"], _ = self._run(plan, done)
+            facts["output"] = done["render_plan"]["plan"]
+        kind = KINDS["render_plan"]
+        assert kind.expand is not None
+        added = kind.expand(ws, arguments(plan.args, kind, done), done)
+        # The stages nothing else waits on (the finish) are the assembly; the rest is the media.
+        last = [p for p in added if not any(p.stage_id in other.needs for other in added)]
         with self.stage("media") as facts:
-            clips, audio_hash, voice_spans = self._media(shotlist, manifest, plan)
+            self._media([p for p in added if p not in last], done)
             facts["detail"] = f"{self.shots_rendered} shots rendered, {self.shots_reused} reused"
-        lineage = {
-            "Project": written.project, "Canon": written.canon, "Script": written.script,
-            "ShotList": shotlist_hash, "AssetManifest": manifest_hash, "RenderPlan": plan_hash,
-        }
         with self.stage("assemble") as facts:
-            finished = steps.finish(ws, project, profile, lineage, clips, audio_hash, voice_spans)
-            facts["output"] = finished.episode
-        summary = self._summary("completed", output_hash=finished.output)
-        self._publish(
-            {
-                "Script.json": ws.path(written.script),
-                "ShotList.json": ws.path(shotlist_hash),
-                "AssetManifest.json": ws.path(manifest_hash),
-                "RenderPlan.json": ws.path(plan_hash),
-                "RenderOutput.json": ws.path(finished.output),
-                "captions.srt": ws.path(finished.captions),
-                "episode.mp4": ws.path(finished.episode),
-            },
-            summary,
-        )
-        return RenderResult(summary=summary, output=finished.document)
+            for planned in last:
+                done[planned.stage_id], _ = self._run(planned, done)
+                facts["output"] = done[planned.stage_id].get("episode")
+        kinds_of = {planned.stage_id: planned.kind for planned in (*first.values(), *added)}
+        files = published(done, kinds_of)
+        output = files["RenderOutput.json"]
+        summary = self._summary("completed", output_hash=output)
+        self._publish(files, summary)
+        return RenderResult(summary=summary, output=ws.load_document(output, RenderOutput))
 
     # -- media -----------------------------------------------------------------------------
 
-    def _media(
-        self, shotlist: ShotList, manifest: AssetManifest, plan: RenderPlan
-    ) -> tuple[list[str], str, tuple[VoiceSpan, ...]]:
-        ws = self.ws
-        by_id = {shot.shot_id: shot for shot in shotlist.shots}
+    def _media(self, stages: list[Planned], done: dict[str, Outputs]) -> None:
+        """Run the media stages on ``workers`` threads, each as soon as the stages it needs are done."""
+        waiting = {planned.stage_id: planned for planned in stages}
+        shots = sum(1 for planned in stages if planned.kind == "shot")
+        running: dict[Future[tuple[Outputs, bool]], Planned] = {}
+        began = time.perf_counter()
         with ThreadPoolExecutor(max_workers=self.request.workers, thread_name_prefix="render") as pool:
-            audio_future = pool.submit(self._audio, shotlist, manifest, plan)
-            futures: dict[Future[tuple[str, bool]], str] = {
-                pool.submit(steps.shot_job(ws, planned, by_id[planned.shot_id], plan).run, ws): planned.shot_id
-                for planned in plan.shots
-            }
-            clip_of: dict[str, str] = {}
-            began = time.perf_counter()
             try:
-                for done, future in enumerate(as_completed(futures), start=1):
-                    shot_id = futures[future]
-                    clip_of[shot_id], cached = future.result()
-                    if cached:
-                        self.shots_reused += 1
-                    else:
-                        self.shots_rendered += 1
-                    self.progress.shot(done, len(futures), shot_id, time.perf_counter() - began, cached)
-                audio_hash, voice_spans = audio_future.result()
+                while waiting or running:
+                    for stage_id, planned in list(waiting.items()):
+                        if all(need in done for need in planned.needs):
+                            running[pool.submit(self._run, planned, dict(done))] = planned
+                            del waiting[stage_id]
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        planned = running.pop(future)
+                        done[planned.stage_id], cached = future.result()
+                        if planned.kind == "shot":
+                            if cached:
+                                self.shots_reused += 1
+                            else:
+                                self.shots_rendered += 1
+                            self.progress.shot(self.shots_reused + self.shots_rendered, shots,
+                                               planned.args["shot_id"], time.perf_counter() - began, cached)
             except BaseException:
-                # Without this, leaving the pool waits for every queued shot: a failed shot or a
+                # Without this, leaving the pool waits for every queued stage: a failed shot or a
                 # Ctrl-C would only be reported once the whole episode had been rendered.
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-        return [clip_of[shot.shot_id] for shot in plan.shots], audio_hash, voice_spans
-
-    def _audio(
-        self, shotlist: ShotList, manifest: AssetManifest, plan: RenderPlan
-    ) -> tuple[str, tuple[VoiceSpan, ...]]:
-        ws = self.ws
-        voices, spans = [], []
-        for placement in steps.voice_placements(shotlist, manifest, plan):
-            wav, _ = steps.voice_job(placement.line, placement.window, plan.audio.voice_engine).run(ws)
-            voices.append((placement.start, wav))
-            length = len(audio.read_wav(ws.path(wav)))
-            spans.append(VoiceSpan(placement.shot_id, placement.start, placement.start + length))
-        audio_hash, _ = steps.audio_job(ws, voices, shotlist, plan, self.project.id).run(ws)
-        return audio_hash, tuple(spans)
 
     def _summary(self, status: str, output_hash: str | None = None,
                  errors: tuple[RunError, ...] = ()) -> RunSummary:
@@ -267,14 +247,17 @@ class _Run:
         with contextlib.suppress(OSError):  # the run's own error is the one to report
             self._publish({}, self._summary("failed", errors=(failure,)))
 
-    def _publish(self, files: dict[str, Path], summary: RunSummary) -> None:
-        """Replace the output folder's published files; stale ones from an earlier run go."""
+    def _publish(self, files: dict[str, str], summary: RunSummary) -> None:
+        """Replace the output folder's published files (name → hash); stale ones from an earlier run go.
+
+        Each is hashed as it is copied out, so a blob damaged in the store is never published.
+        """
         out = self.request.out
         out.mkdir(parents=True, exist_ok=True)
         for name in PUBLISHED:
             if name not in files and name != "run_summary.json":
                 (out / name).unlink(missing_ok=True)
-        for name, source in files.items():
-            atomic_copy(source, out / name)
+        for name, found in files.items():
+            self.ws.store.copy_out(self.ws.tenant_id, found, out / name)
         atomic_write(out / "run_summary.json", summary.model_dump_json(indent=2).encode("utf-8") + b"\n")
 

@@ -6,6 +6,8 @@ Each class says what happened, not how it is reported: the site API maps them to
 
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 
 class SiteError(Exception):
     """Root of every error the site raises on purpose."""
@@ -50,3 +52,11 @@ class RunCancelled(RunNotCompleted):
 #: The error for each way a run can end other than completed (any other status is a failure).
 RUN_ENDINGS: dict[str, type[RunNotCompleted]] = {"failed": RunFailed, "blocked": RunBlocked,
                                                  "cancelled": RunCancelled}
+
+
+class SubmissionRefused(SiteError, InputError):
+    """Raised when a submitted project is bad input; names file, field, value and expectation.
+
+    It is an :class:`~pipeline.errors.InputError` too, so a caller that maps bad input (exit 2,
+    HTTP 422) maps it the same way. Nothing was sent.
+    """

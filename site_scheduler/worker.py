@@ -24,6 +24,7 @@ from typing import Any
 import dramatiq
 import redis
 from dramatiq.middleware import Middleware, SkipMessage
+from pydantic import ValidationError
 
 from pipeline.errors import GateBlocked, PipelineError
 from pipeline.store import make_files_private
@@ -32,6 +33,8 @@ from site_scheduler.config import SiteEndpoints
 from site_scheduler.errors import SiteError
 from site_scheduler.execute import RedisHints, run_stage
 from site_scheduler.keys import Keys
+from site_scheduler.messages import Heartbeat, ResultStatus, StagePayload, StageResult
+from site_scheduler.status import WorkerStatus
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +69,13 @@ class WorkerState:
         self.redis = client
         self.queues = queues
         self.host = host
-        self.current: dict[str, Any] | None = None
-        self.status = "idle"
+        self.current: StagePayload | None = None
+        self.status = WorkerStatus.IDLE
         self.since = self.started_at = time.time()
         self.lock = threading.Lock()
         self.restarting = False
 
-    def set_status(self, status: str) -> None:
+    def set_status(self, status: WorkerStatus) -> None:
         with self.lock:
             if status != self.status:
                 self.status, self.since = status, time.time()
@@ -85,17 +88,17 @@ class WorkerState:
         draining, host_state = pipe.execute()
         return _refusal(bool(draining), host_state)
 
-    def gate(self, payload: dict[str, Any], queue: str) -> str | None:
+    def gate(self, payload: StagePayload, queue: str) -> str | None:
         """Before a message runs, in one round trip: "skip" (its run is cancelled or the attempt is
         stale, a redelivery of work sent again since), "defer" (not now), or None."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.exists(self.keys.cancelled(payload["run_id"]))
-        pipe.hget(self.keys.attempts(payload["run_id"]), payload["stage_id"])
+        pipe.exists(self.keys.cancelled(payload.run_id))
+        pipe.hget(self.keys.attempts(payload.run_id), payload.stage_id)
         pipe.exists(self.keys.paused(queue))
         pipe.exists(self.keys.drain(self.name))
         pipe.get(self.keys.host_state(self.host))
         cancelled, latest, paused, draining, host_state = pipe.execute()
-        if cancelled or (latest is not None and int(latest) > payload["attempt"]):
+        if cancelled or (latest is not None and int(latest) > payload.attempt):
             return "skip"
         if paused or _refusal(bool(draining), host_state):
             return "defer"
@@ -104,14 +107,11 @@ class WorkerState:
     def beat(self) -> None:
         with self.lock:
             job = self.current
-            record = {
-                "name": self.name, "host": self.host, "pid": os.getpid(), "status": self.status,
-                "queues": json.dumps(self.queues), "since": self.since, "heartbeat": time.time(),
-                "started_at": self.started_at,
-                "current_job": f"{job['run_id']}/{job['stage_id']}" if job else "",
-            }
+            record = Heartbeat(name=self.name, host=self.host, pid=os.getpid(), status=self.status, queues=self.queues,
+                               since=self.since, heartbeat=time.time(), started_at=self.started_at,
+                               current_job=f"{job.run_id}/{job.stage_id}" if job else "")
         pipe = self.redis.pipeline()
-        pipe.hset(self.keys.worker(self.name), mapping=record)
+        pipe.hset(self.keys.worker(self.name), mapping=record.to_hash())
         pipe.expire(self.keys.worker(self.name), HEARTBEAT_TTL_SECONDS)
         pipe.sadd(self.keys.workers, self.name)
         pipe.execute()
@@ -124,7 +124,10 @@ class SiteControls(Middleware):
         self.state = state
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
-        verdict = self.state.gate(message.kwargs["payload"], message.queue_name)
+        payload = _payload(message.kwargs)
+        if payload is None:
+            raise SkipMessage()
+        verdict = self.state.gate(payload, message.queue_name)
         if verdict == "defer":
             broker.enqueue(message.copy(), delay=DEFER_MS)
         if verdict is not None:
@@ -139,51 +142,64 @@ def _refusal(draining: bool, host_state: bytes | None) -> str | None:
     return None
 
 
+def _payload(kwargs: dict[str, Any]) -> StagePayload | None:
+    """A stage message's payload, or None (logged) when it is malformed: such a message is skipped."""
+    try:
+        return StagePayload.model_validate(kwargs.get("payload"))
+    except ValidationError as exc:
+        log.warning("skipped a malformed stage message: %s", exc)
+        return None
+
+
 def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
     def handle(payload: dict[str, Any]) -> None:
-        result = {"run_id": payload["run_id"], "stage_id": payload["stage_id"], "attempt": payload["attempt"],
-                  "worker": state.name}
+        job = _payload({"payload": payload})
+        if job is None:
+            return
+        ids = {"run_id": job.run_id, "stage_id": job.stage_id, "attempt": job.attempt, "worker": state.name}
         with state.lock:
-            state.current = payload
-        state.set_status("active")
+            state.current = job
+        state.set_status(WorkerStatus.ACTIVE)
         # "started" is for stages that take a while (the site shows them running, a drain deadline
         # or a dead worker requeues them); one that finishes sooner goes straight to its result.
-        started = threading.Timer(STARTED_AFTER_S, _report, (state, {**result, "status": "started"}))
+        started = threading.Timer(STARTED_AFTER_S, _report, (state, StageResult(**ids, status=ResultStatus.STARTED)))
         started.daemon = True
         started.start()
         began = time.monotonic()
         try:
-            done = run_stage(Path(endpoints.store), endpoints.site_id, payload["tenant_id"], payload["kind"],
-                             payload["args"], RedisHints(state.redis, state.keys))
-            result |= {"status": "done", "seconds": round(time.monotonic() - began, 4), **done}
+            done = run_stage(Path(endpoints.store), endpoints.site_id, job.tenant_id, job.kind, dict(job.args),
+                             RedisHints(state.redis, state.keys))
+            result = StageResult(**ids, status=ResultStatus.DONE, seconds=round(time.monotonic() - began, 4), **done)
         except GateBlocked as blocked:
-            result |= {"status": "blocked", "error": str(blocked), "seconds": round(time.monotonic() - began, 4)}
+            result = StageResult(**ids, status=ResultStatus.BLOCKED, error=str(blocked),
+                                 seconds=round(time.monotonic() - began, 4))
         except (PipelineError, OSError, ValueError, KeyError) as error:
-            cancelled = state.redis.exists(state.keys.cancelled(payload["run_id"]))
-            result |= {"status": "cancelled" if cancelled else "failed",
-                       "error": f"{type(error).__name__}: {error}", "seconds": round(time.monotonic() - began, 4)}
+            cancelled = state.redis.exists(state.keys.cancelled(job.run_id))
+            result = StageResult(**ids, status=ResultStatus.CANCELLED if cancelled else ResultStatus.FAILED,
+                                 error=f"{type(error).__name__}: {error}", seconds=round(time.monotonic() - began, 4))
         except Exception as error:  # a bug in a stage: report it rather than lose the stage
-            result |= {"status": "failed", "error": "".join(traceback.format_exception_only(error)).strip()}
+            result = StageResult(**ids, status=ResultStatus.FAILED,
+                                 error="".join(traceback.format_exception_only(error)).strip())
         finally:
             started.cancel()
             with state.lock:
                 state.current = None
-            state.set_status("idle")
+            state.set_status(WorkerStatus.IDLE)
         _report(state, result)
 
     return handle
 
 
-def _report(state: WorkerState, result: dict[str, Any]) -> None:
+def _report(state: WorkerState, result: StageResult) -> None:
     """Hand a result to the scheduler; a Redis restart delays it, never loses it."""
-    payload = json.dumps(result, default=str)
+    payload = result.encode()
     for attempt in range(600):
         try:
             state.redis.rpush(state.keys.results, payload)
             return
         except redis.exceptions.ConnectionError:
             time.sleep(min(1.0, 0.05 * (attempt + 1)))
-    raise SiteError(f"could not report {result['run_id']}/{result['stage_id']}: Redis unreachable for minutes")
+    raise SiteError(f"could not report {result.run_id}/{result.stage_id}: Redis unreachable for minutes")
 
 
 def _watch(state: WorkerState, stop: threading.Event, halted: threading.Event) -> None:
@@ -206,23 +222,23 @@ def _watch_once(state: WorkerState, stop: threading.Event) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     if state.refused() == "draining":
-        state.set_status("drained" if job is None else "draining")
+        state.set_status(WorkerStatus.DRAINED if job is None else WorkerStatus.DRAINING)
         if job is None and not stop.is_set() and state.redis.exists(state.keys.restart(state.name)):
             state.restarting = True
             stop.set()  # the main thread stops consuming, then replaces this process
-    elif state.status in ("draining", "drained"):
-        state.set_status("idle" if job is None else "active")
+    elif state.status.draining:
+        state.set_status(WorkerStatus.IDLE if job is None else WorkerStatus.ACTIVE)
     state.beat()
 
 
-def _must_stop(state: WorkerState, job: dict[str, Any]) -> bool:
+def _must_stop(state: WorkerState, job: StagePayload) -> bool:
     """The job's run was cancelled, or its stage was taken from this worker (drain deadline) or sent again."""
     pipe = state.redis.pipeline(transaction=False)
-    pipe.exists(state.keys.cancelled(job["run_id"]))
-    pipe.sismember(state.keys.abandon(state.name), f"{job['run_id']}/{job['stage_id']}/{job['attempt']}")
-    pipe.hget(state.keys.attempts(job["run_id"]), job["stage_id"])
+    pipe.exists(state.keys.cancelled(job.run_id))
+    pipe.sismember(state.keys.abandon(state.name), f"{job.run_id}/{job.stage_id}/{job.attempt}")
+    pipe.hget(state.keys.attempts(job.run_id), job.stage_id)
     cancelled, abandoned, latest = pipe.execute()
-    return bool(cancelled or abandoned or (latest is not None and int(latest) > job["attempt"]))
+    return bool(cancelled or abandoned or (latest is not None and int(latest) > job.attempt))
 
 
 def _restart(state: WorkerState) -> None:
@@ -266,7 +282,7 @@ def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str
         halted.set()
         watcher.join(timeout=5)
         if not state.restarting:
-            state.set_status("offline")
+            state.set_status(WorkerStatus.OFFLINE)
             with contextlib.suppress(redis.exceptions.ConnectionError):
                 state.beat()
         broker.close()

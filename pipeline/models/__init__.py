@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.models.assets import AssetLibrary, AssetManifest
 from pipeline.models.base import Versioned
+from pipeline.models.bundle import ProjectBundle
 from pipeline.models.canon import Canon, CanonDiff
 from pipeline.models.package import RenderPackageRequest, RenderPackageResponse
 from pipeline.models.project import Episode, Project
@@ -17,6 +18,7 @@ DOCUMENTS: dict[str, type[Versioned]] = {
     cls.__name__: cls
     for cls in (
         Project,
+        ProjectBundle,
         Canon,
         CanonDiff,
         Episode,
@@ -40,6 +42,7 @@ __all__ = [
     "CanonDiff",
     "Episode",
     "Project",
+    "ProjectBundle",
     "RenderOutput",
     "RenderPackageRequest",
     "RenderPackageResponse",

@@ -29,6 +29,9 @@ class RunError(Model):
 
 
 class RunSummary(Versioned):
+    SCHEMA_VERSION = "1.1.0"  # 1.1: run_id
+
+    run_id: str | None = Field(default=None, description="The site run it summarises; None for `cinefleet render`.")
     project_id: str
     tenant_id: str
     site_id: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +42,10 @@ class Library:
 
     folder: Path
     entries: dict[str, LibraryAsset]
-    files: dict[str, Path] = dataclasses.field(default_factory=dict)
+    #: Asset id → the file to read: inside the project's folder when read from it, or a blob in the
+    #: store when the library comes from a project bundle (so an edit to the folder cannot reach a
+    #: submitted run). An entry without one is missing.
+    files: Mapping[str, Path] = dataclasses.field(default_factory=dict)
 
 
 def open_library(folder: Path, field: str, project_file: Path) -> Library:
@@ -98,7 +101,9 @@ def _library_image(library: Library, asset_id: str) -> tuple[Path | None, Licens
         return None, None, "missing"
     if entry.license is None:
         return None, None, "unknown_license"
-    path = library.files[asset_id]
+    path = library.files.get(asset_id)
+    if path is None:
+        return None, None, "file_missing"
     try:
         # Opened as open_library checked it: a file swapped for a FIFO since is refused, never waited on.
         with open_regular(path, MAX_ASSET_BYTES, f"asset {asset_id!r}") as handle, open_capped(handle) as image:

@@ -44,6 +44,7 @@ DOCUMENTS: dict[str, dict[str, Any]] = {
         "target_duration": {"seconds": 60}, "episode": {"schema_version": V, "episode_number": 1},
         "canon": CANON, "beats": [{"id": "b1", "summary": "Mara waits.", "location_id": "harbour"}],
     },
+    "ProjectBundle": {"schema_version": V, "project": H, "canon": H, "library": H, "files": {"harbour.png": H}},
     "Canon": CANON,
     "CanonDiff": {"schema_version": V, "id": "d1", "justification": "moves", "provenance": "writer",
                   "modified_facts": [{"character_id": "mara", "field": "location_id", "value": "harbour"}]},

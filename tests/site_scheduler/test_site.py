@@ -361,14 +361,15 @@ def test_a_worker_killed_mid_shot_loses_nothing(site: Site, pilot: Path, tmp_pat
     resent = site.stage(run_id, str(shot["stage_id"]))
     assert resent["attempts"] == 2
     # dramatiq redelivers the dead worker's message later; the surviving worker must skip it.
+    from site_scheduler.messages import StagePayload
     from site_scheduler.worker import WorkerState
 
     keys, client = site.client.keys, site.client.redis
     assert int(client.hget(keys.attempts(run_id), str(shot["stage_id"]))) == 2
     state = WorkerState("probe", keys, client, ["cpu_queue"], "here")
-    stale = {"run_id": run_id, "stage_id": shot["stage_id"], "attempt": 1}
+    stale = StagePayload(run_id=run_id, stage_id=str(shot["stage_id"]), attempt=1, kind="shot", tenant_id="default")
     assert state.gate(stale, "cpu_queue") == "skip"
-    assert state.gate({**stale, "attempt": 2}, "cpu_queue") is None
+    assert state.gate(stale.model_copy(update={"attempt": 2}), "cpu_queue") is None
 
 
 def test_restarting_the_scheduler_mid_run_completes_the_run(site: Site, pilot: Path, tmp_path: Path) -> None:

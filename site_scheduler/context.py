@@ -1,0 +1,36 @@
+"""What every part of the scheduler shares: the site's identity, database, Redis and store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from pipeline.workspace import Workspace
+from site_scheduler import outbox
+from site_scheduler.config import SiteEndpoints
+from site_scheduler.keys import Keys
+
+
+class SiteContext:
+    def __init__(self, endpoints: SiteEndpoints, engine: Engine) -> None:
+        self.endpoints = endpoints
+        self.site_id = endpoints.site_id
+        self.engine = engine
+        self.redis = redis.Redis.from_url(endpoints.redis_url)
+        self.keys = Keys(endpoints.namespace)
+        self._workspaces: dict[str, Workspace] = {}
+
+    def workspace(self, tenant_id: str) -> Workspace:
+        """A tenant's view of the site store; the scheduler only reads the registry through it."""
+        if tenant_id not in self._workspaces:
+            self._workspaces[tenant_id] = Workspace(Path(self.endpoints.store), tenant_id, self.site_id,
+                                                    registry_url=self.engine)
+        return self._workspaces[tenant_id]
+
+    def emit(self, session: Session, entity: str, row: Any) -> int:
+        """Append a row's new state to the outbox, in the transaction that changed it."""
+        return outbox.append(session, entity, row, site_id=self.site_id, tenant_id=getattr(row, "tenant_id", "-"))
