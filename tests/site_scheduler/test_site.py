@@ -260,7 +260,8 @@ def test_restart_worker_gives_a_fresh_process_and_loses_nothing(site: Site, pilo
     run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
     site.wait_until(lambda: not marker.exists(), "the encode to hang", timeout=90)
     hung = _hung_stage(site, run_id, "w1")
-    said = site.cli("site", "restart-worker", "w1", "--deadline", "1")
+    # The wedged encode holds the restart until its deadline: long enough for the second command's CLI to start
+    said = site.cli("site", "restart-worker", "w1", "--deadline", "10")
     assert "restarting" in said.stdout
     again = site.cli("site", "restart-worker", "w1", check=False)
     assert again.returncode == 4 and "already restarting" in again.stderr
