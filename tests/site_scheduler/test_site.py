@@ -378,7 +378,8 @@ def test_restarting_the_scheduler_mid_run_completes_the_run(site: Site, pilot: P
     run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
     site.wait_until(lambda: _first_running_shot(site, run_id), "a shot to start", timeout=90)
     site.stop_scheduler(signal.SIGKILL)
-    time.sleep(1.0)  # the worker keeps rendering and reporting into Redis meanwhile
+    site.wait_until(lambda: site.client.redis.llen(site.client.keys.results), "the worker to report while the "
+                    "scheduler is down", timeout=90)
     site.start_scheduler()
     run = site.wait(run_id, timeout=240)
     assert run["status"] == "completed", run
