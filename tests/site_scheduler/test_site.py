@@ -260,7 +260,8 @@ def test_restart_worker_gives_a_fresh_process_and_loses_nothing(site: Site, pilo
     run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
     site.wait_until(lambda: not marker.exists(), "the encode to hang", timeout=90)
     hung = _hung_stage(site, run_id, "w1")
-    said = site.cli("site", "restart-worker", "w1", "--deadline", "1")
+    # The wedged encode holds the restart until its deadline: long enough for the second command's CLI to start
+    said = site.cli("site", "restart-worker", "w1", "--deadline", "10")
     assert "restarting" in said.stdout
     again = site.cli("site", "restart-worker", "w1", check=False)
     assert again.returncode == 4 and "already restarting" in again.stderr
@@ -378,7 +379,8 @@ def test_restarting_the_scheduler_mid_run_completes_the_run(site: Site, pilot: P
     run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
     site.wait_until(lambda: _first_running_shot(site, run_id), "a shot to start", timeout=90)
     site.stop_scheduler(signal.SIGKILL)
-    time.sleep(1.0)  # the worker keeps rendering and reporting into Redis meanwhile
+    site.wait_until(lambda: site.client.redis.llen(site.client.keys.results), "the worker to report while the "
+                    "scheduler is down", timeout=90)
     site.start_scheduler()
     run = site.wait(run_id, timeout=240)
     assert run["status"] == "completed", run
