@@ -13,7 +13,7 @@ import pytest
 
 from cinefleet.cli import EXIT_CANCELLED
 from pipeline.testing import pilot_project
-from tests.site_scheduler.conftest import SITE, Site
+from site_scheduler.testing import SITE, Site
 
 
 @pytest.fixture

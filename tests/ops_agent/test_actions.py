@@ -24,13 +24,13 @@ from ops_agent.envelope import TARGET_OF_ACTION, Verifier, new_payload, sign
 from ops_agent.errors import Rejected
 from ops_agent.keys import TrustBundle, TrustedKey
 from ops_agent.nonces import NonceStore
+from ops_agent.testing import AgentProcess
 from protos import ops_agent_pb2 as pb
 from protos.actions import ACTIONS, BY_CLI, QUEUES, OperatorAction, UnknownAction, lookup
 from site_scheduler.config import read_endpoints
 from site_scheduler.controls import ARGUMENTS, CONTROLS, MARK_HOST
 from site_scheduler.errors import ControlRefused
-from tests.ops_agent.harness import AgentProcess
-from tests.site_scheduler.conftest import SITE, Site
+from site_scheduler.testing import SITE, Site
 
 HOST = "table-host"
 #: Ids of targets that exist nowhere, per target kind.

@@ -27,13 +27,14 @@ from ops_agent.client import AgentClient
 from ops_agent.envelope import Target, new_payload, pae, sign
 from ops_agent.keys import SigningKey
 from ops_agent.servicer import SERVICE
+from ops_agent.testing import AgentProcess
+from pipeline.testing import wait_for
 from protos import ops_agent_pb2 as pb
 from protos import ops_agent_pb2_grpc
 from protos import telemetry_pb2 as telemetry
 from site_scheduler.keys import QUEUES
-from tests.ops_agent.harness import AgentProcess, wait_for
+from site_scheduler.testing import SITE, Site
 from tests.pipeline.conftest import require_espeak
-from tests.site_scheduler.conftest import SITE, Site
 
 HOST = "agent-t1"
 TLS_HOST = "agent-tls"

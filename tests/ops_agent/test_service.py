@@ -22,7 +22,7 @@ from ops_agent.trust import TrustFile
 from protos import ops_agent_pb2 as pb
 from protos.actions import UnknownAction
 from site_scheduler.errors import ControlRefused, SiteError
-from tests.site_scheduler.conftest import SITE, Site
+from site_scheduler.testing import SITE, Site
 
 HOST = "service-host"
 

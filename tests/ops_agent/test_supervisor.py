@@ -15,7 +15,7 @@ import pytest
 
 from ops_agent.health import HEALTHY, HealthMonitor, Thresholds
 from ops_agent.supervisor import Supervisor, WorkerSpec, WorkerSpecError, parse_specs
-from tests.site_scheduler.conftest import SITE, Site
+from site_scheduler.testing import SITE, Site
 
 HOST = "agent-host-1"
 WAIT_S = 30

@@ -12,8 +12,8 @@ from pipeline.bundle import gather, open_bundle, put_bundle
 from pipeline.documents import load_project
 from pipeline.errors import InputError
 from pipeline.models import ProjectBundle
+from pipeline.testing import PILOT
 from pipeline.workspace import Workspace
-from tests.pipeline.conftest import PILOT
 
 
 @pytest.fixture

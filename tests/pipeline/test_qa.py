@@ -16,7 +16,8 @@ from pipeline.stages.captions import episode_cues, shot_starts, to_srt
 from pipeline.stages.qa import EpisodeFacts, VoiceSpan, run_gates
 from pipeline.stages.render_plan import build_plan
 from pipeline.stages.script import generate_script
-from tests.pipeline.conftest import PILOT, pilot_shotlist
+from pipeline.testing import PILOT
+from tests.pipeline.conftest import pilot_shotlist
 
 SPF = 2000
 

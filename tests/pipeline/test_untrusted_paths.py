@@ -16,7 +16,7 @@ from pipeline.documents import confine, load_project
 from pipeline.errors import InputError, MediaError
 from pipeline.media import stills
 from pipeline.stages.assets import _library_image, open_library
-from tests.pipeline.conftest import PILOT
+from pipeline.testing import PILOT
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from site_scheduler.testing import SITE, Site
-
-__all__ = ["SITE", "Site"]  # the suite's tests import both from here
+from site_scheduler.testing import Site
 
 
 @pytest.fixture

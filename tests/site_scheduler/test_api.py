@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 
 from site_scheduler.config import read_endpoints
+from site_scheduler.testing import SITE, Site
 from tests.pipeline.conftest import require_espeak
-from tests.site_scheduler.conftest import SITE, Site
 
 
 def _api(site: Site) -> httpx.Client:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from pipeline.render import RenderRequest, render
 from pipeline.store import file_sha256
-from tests.pipeline.conftest import PILOT, TEST_PROFILE, require_espeak
-from tests.site_scheduler.conftest import Site
+from pipeline.testing import PILOT, TEST_PROFILE
+from site_scheduler.testing import Site
+from tests.pipeline.conftest import require_espeak
 
 
 def test_a_project_edited_while_its_run_renders_changes_nothing_in_that_run(site: Site, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from site_scheduler.config import SiteEndpoints, read_endpoints, write_endpoints
-from tests.site_scheduler.conftest import SITE, Site
+from site_scheduler.testing import SITE, Site
 
 
 def _mode(path: Path) -> int:

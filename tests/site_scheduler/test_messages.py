@@ -13,7 +13,7 @@ from site_scheduler.config import SiteEndpoints, sqlite_url_for
 from site_scheduler.errors import SiteError, SiteUnreachable, SubmissionRefused
 from site_scheduler.messages import Control, StageResult, Submission
 from site_scheduler.status import FINAL_RUN, RunStatus
-from tests.site_scheduler.conftest import Site
+from site_scheduler.testing import Site
 
 
 def test_malformed_messages_are_dropped_and_the_scheduler_goes_on(site: Site) -> None:

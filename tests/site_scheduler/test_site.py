@@ -18,8 +18,8 @@ from pipeline.store import file_sha256
 from site_scheduler import outbox
 from site_scheduler.database import migrate, open_engine
 from site_scheduler.tables import RunRow, StageRow, row_dict
+from site_scheduler.testing import Site
 from tests.pipeline.conftest import require_espeak
-from tests.site_scheduler.conftest import Site
 
 
 def _render_hash(project: Path, tmp_path: Path) -> str:
@@ -416,7 +416,7 @@ def _cmdline(proc: Path) -> str:
 def test_a_site_on_postgresql_renders_the_same_episode(tmp_path: Path, pilot: Path) -> None:
     """The same site on a real PostgreSQL server (``--db-url``): migrations, outbox, registry."""
     require_espeak()
-    from tests.site_scheduler.conftest import Site
+    from site_scheduler.testing import Site
     from tests.site_scheduler.postgres import postgres_cluster
 
     with postgres_cluster() as url:
