@@ -48,6 +48,7 @@ from ops_agent.files import write_file
 from ops_agent.health import HealthMonitor
 from ops_agent.keys import TrustBundle
 from ops_agent.nonces import NonceStore
+from ops_agent.rejections import RejectionWindows
 from ops_agent.service import CommandService
 from ops_agent.servicer import SERVICE, OpsAgentServicer, add_servicer
 from ops_agent.site_link import HostStatePusher, SiteLink
@@ -117,6 +118,11 @@ class Agent:
         check_listen(config.listen, config.tls_dir is not None)
         if not 0.05 <= config.interval <= 60:
             raise AgentConfigError(f"--interval: value {config.interval!r}: expected 0.05 to 60 seconds")
+        if not 0.1 <= config.rejection_interval <= 3600:
+            raise AgentConfigError(f"--rejection-interval: value {config.rejection_interval!r}: expected 0.1 to "
+                                   "3600 seconds")
+        if config.audit_max_bytes < 64 * 1024:
+            raise AgentConfigError(f"--audit-max-bytes: value {config.audit_max_bytes!r}: expected at least 65536")
         self.state_dir = config.state
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.address = ""
@@ -129,7 +135,7 @@ class Agent:
 
     def _open(self) -> None:
         config = self.config
-        self.audit = AuditLog(config.audit_file)
+        self.audit = AuditLog(config.audit_file, max_bytes=config.audit_max_bytes)
         self._closers.append(self.audit.close)
         self.nonces = NonceStore(self.state_dir / NONCES_FILE)
         self._closers.append(self.nonces.close)
@@ -151,7 +157,7 @@ class Agent:
         control_plane = _control_plane_ids(config.tls_dir) if config.tls_dir is not None else None
         self.commands = CommandService(config.host, self.verifier,
                                        lambda payload: self.link.call(lambda site: actions.execute(payload, site)),
-                                       self.audit, self.trust)
+                                       self.audit, self.trust, RejectionWindows(config.rejection_interval))
         self.servicer = OpsAgentServicer(self.commands, self.board, control_plane)
 
     def _install_trust(self, bundle: TrustBundle) -> None:
@@ -214,7 +220,7 @@ class Agent:
 
     def sample(self) -> telemetry_pb2.HostHealth:
         """One health sample, published to the streams; the state is handed to the pusher."""
-        sample = self.monitor.sample()
+        sample = self.monitor.sample([self.audit.problem] if self.audit.problem else [])
         sample.trusted_key_ids.extend(self.trust.usable_key_ids(time.time()))
         self.board.publish(sample)
         state = STATE_NAMES.get(sample.state)
@@ -230,6 +236,7 @@ class Agent:
             if self.supervisor is not None:
                 self.supervisor.poll()
             self.trust.refresh()
+            self.commands.flush_audit()
             try:
                 self.sample()
             except Exception:  # a bug in sampling must not stop the agent serving commands
@@ -247,6 +254,7 @@ class Agent:
             loop.close()
         self.board.close()
         self.servicer.close()
+        self.commands.flush_audit(stopping=True)
         self.pusher.stop()
         if self.supervisor is not None:
             self.supervisor.stop()

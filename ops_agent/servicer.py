@@ -18,6 +18,7 @@ the agent cannot put on record gets ``UNAVAILABLE`` (nothing was executed).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent import futures
 from typing import Any, TypeVar
@@ -27,9 +28,12 @@ from grpc import aio
 
 from ops_agent import pki
 from ops_agent.board import HealthBoard
+from ops_agent.errors import AuditUnavailable
 from ops_agent.service import CommandService
 from protos import ops_agent_pb2 as pb
 from protos import telemetry_pb2
+
+log = logging.getLogger(__name__)
 
 #: The service's full name, as clients and reflection see it.
 SERVICE = pb.DESCRIPTOR.services_by_name["OpsAgent"].full_name
@@ -39,6 +43,22 @@ MAX_WATCHERS = 8
 COMMAND_THREADS = 4
 
 T = TypeVar("T")
+
+
+def peer_label(context: aio.ServicerContext[Any, Any]) -> str:
+    """Who is calling, as rejections are counted: the SPIFFE ID under mTLS, else the peer's address without port.
+
+    The port is left out on purpose: a new connection costs a local client nothing, so a label with
+    the port would give each connection a fresh allowance of audit lines.
+    """
+    ids = pki.peer_spiffe_ids(context)
+    if ids:
+        return ",".join(ids)
+    peer = context.peer() or "unknown"
+    family, _, rest = peer.partition(":")
+    if family in ("ipv4", "ipv6"):
+        return f"{family}:{rest.rpartition(':')[0]}"
+    return peer
 
 
 class OpsAgentServicer:
@@ -61,14 +81,22 @@ class OpsAgentServicer:
         return await asyncio.get_running_loop().run_in_executor(pool, call, *args)
 
     async def Execute(self, raw: bytes, context: aio.ServicerContext[bytes, pb.CommandResult]) -> pb.CommandResult:
+        peer = peer_label(context)
         if self.control_plane_ids is not None:
             peers = pki.peer_spiffe_ids(context)
             if not self.control_plane_ids.intersection(peers):
                 message = (f"peer {', '.join(peers) or 'without a SPIFFE ID'} may not send commands; expected "
                            f"{', '.join(sorted(self.control_plane_ids))}")
-                await self._in_pool(self._commands, self.commands.refuse_caller, raw, message)
+                try:
+                    await self._in_pool(self._commands, self.commands.refuse_caller, raw, message, peer)
+                except AuditUnavailable:
+                    log.error("refused caller %s not audited: the audit log cannot be written", peer)
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
-        return await self._in_pool(self._commands, self.commands.execute, raw)
+        try:
+            return await self._in_pool(self._commands, self.commands.execute, raw, peer)
+        except AuditUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            raise  # abort raises; this line only tells the type checker so
 
     async def GetHealth(self, request: pb.HealthRequest,
                         context: aio.ServicerContext[pb.HealthRequest, telemetry_pb2.HostHealth]
