@@ -222,7 +222,7 @@ def ops(
     if not 0 < ttl <= MAX_TTL_S:
         raise AgentInputError(f"--ttl: value {ttl}: expected 1 to {MAX_TTL_S} seconds")
     signing_key = keys.SigningKey.load(key)
-    with AgentClient(agent, tls_dir, timeout=timeout) as client:
+    with AgentClient(agent, tls_dir, host=host, timeout=timeout) as client:
         result = client.execute(row.action, typed, signing_key, host, site, actor=actor or _user(), actor_role=role)
     if as_json:
         typer.echo(json.dumps(MessageToDict(result, preserving_proto_field_name=True), sort_keys=True))
@@ -244,6 +244,8 @@ def agent_health(
     agent: Annotated[str, typer.Option("--agent", help="The agent's HOST:PORT.")],
     tls_dir: Annotated[Path | None, typer.Option(help="`pki init` folder: mutual TLS with the operator's "
                                                       "certificate.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="The agent's host id; required with --tls-dir (its "
+                                                           "certificate must name this host).")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Keep printing each new sample until interrupted.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sample.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent's answer.")] = 10.0,
@@ -269,7 +271,7 @@ def agent_health(
                        f"{' (supervised)' if worker.supervised else ''}")
         typer.echo(f"  trusted keys: {', '.join(sample.trusted_key_ids) or 'none'}")
 
-    with AgentClient(agent, tls_dir, timeout=timeout) as client:
+    with AgentClient(agent, tls_dir, host=host, timeout=timeout) as client:
         if not watch:
             show(client.get_health())
             return

@@ -30,10 +30,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any, TypeVar
 
-from cryptography import x509
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -88,25 +86,6 @@ STATE_NAMES = {telemetry_pb2.HOST_STATE_HEALTHY: "healthy", telemetry_pb2.HOST_S
                telemetry_pb2.HOST_STATE_OFFLINE: "offline"}
 
 
-def _control_plane_ids(tls_dir: Path) -> frozenset[str]:
-    """The control plane's SPIFFE ID in the trust domain of ``tls_dir``'s CA (its URI SAN)."""
-    try:
-        ca = x509.load_pem_x509_certificate(pki.read(tls_dir / "ca.pem"))
-    except ValueError as exc:
-        raise pki.PkiError(f"{tls_dir / 'ca.pem'}: not a PEM certificate ({exc}); expected the CA made by "
-                           "`cinefleet pki init`") from None
-    try:
-        uris = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-            x509.UniformResourceIdentifier)
-    except x509.ExtensionNotFound:
-        uris = []
-    domains = [u.removeprefix("spiffe://").split("/")[0] for u in uris if u.startswith("spiffe://")]
-    if not domains:
-        raise pki.PkiError(f"{tls_dir / 'ca.pem'}: no spiffe:// URI SAN naming the trust domain; expected a CA "
-                           "made by `cinefleet pki init`")
-    return frozenset(pki.control_plane_id(d) for d in domains)
-
-
 # -- the agent ----------------------------------------------------------------------------------
 
 
@@ -154,7 +133,8 @@ class Agent:
         self._closers.append(self.monitor.close)
         self.board = HealthBoard()
         self.pusher = HostStatePusher(config.host, self.link, config.interval)
-        control_plane = _control_plane_ids(config.tls_dir) if config.tls_dir is not None else None
+        control_plane = (frozenset({pki.control_plane_id(pki.trust_domain(config.tls_dir))})
+                         if config.tls_dir is not None else None)
         self.commands = CommandService(config.host, self.verifier,
                                        lambda payload: self.link.call(lambda site: actions.execute(payload, site)),
                                        self.audit, self.trust, RejectionWindows(config.rejection_interval))

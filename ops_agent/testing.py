@@ -92,6 +92,7 @@ class AgentProcess:
 
     def client(self, **options: Any) -> AgentClient:
         """A client of this agent, over TLS when the agent has a ``tls_dir`` (unless ``tls_dir=`` says otherwise)."""
+        options.setdefault("host", self.host)
         return AgentClient(self.address, self.tls_dir if "tls_dir" not in options else options.pop("tls_dir"),
                            **options)
 
