@@ -69,7 +69,7 @@ LOOP_TIMEOUT_S = 30.0
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
     ("grpc.so_reuseport", 0),
-    ("grpc.max_concurrent_streams", 16),  # calls at once per connection; more wait in the client
+    ("grpc.max_concurrent_streams", 16),  # calls at once per connection (a gRPC client queues the rest)
     ("grpc.server_handshake_timeout_ms", 10_000),  # a TLS handshake that stalls is dropped
     ("grpc.max_connection_idle_ms", 5 * 60_000),  # a connection without calls is closed
     ("grpc.max_connection_age_ms", 30 * 60_000),  # every connection is renewed, stalled calls with it...

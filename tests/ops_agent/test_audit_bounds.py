@@ -215,3 +215,14 @@ def test_over_grpc_an_unwritable_audit_is_unavailable_and_health_degraded(site: 
     finally:
         agent.close()
     assert os.path.islink(state / "audit.jsonl")
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("--rejection-interval", "0", "--rejection-interval: value 0.0: expected 0.1 to 3600 seconds"),
+    ("--audit-max-bytes", "100", "--audit-max-bytes: value 100: expected at least 65536"),
+])
+def test_the_audit_bounds_refuse_a_bad_value_naming_it(option: str, value: str, expected: str, tmp_path: Path) -> None:
+    served = _cli("agent", "serve", "--host", HOST, "--site", SITE, "--data-dir", tmp_path / "site",
+                  "--state-dir", tmp_path / "state", "--listen", "127.0.0.1:0", option, value)
+    assert served.returncode == 2 and expected in served.stderr, served.stderr
+    assert not (tmp_path / "state" / "audit.jsonl").exists(), "nothing written"
