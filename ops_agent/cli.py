@@ -97,14 +97,15 @@ def rotate(folder: FolderArgument, as_json: JsonOption = False) -> None:
 def verify(file: Annotated[Path, typer.Argument(help="The audit log (JSON lines).")],
            as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object, "
                                                                 "intact or not.")] = False) -> None:
-    """Walk FILE's hash chain; exit 1 naming the first edited, deleted or reordered entry."""
+    """Walk FILE's hash chain (and its rotated files FILE.1, FILE.2, ...); exit 1 naming the first bad entry."""
     try:
         report = audit.verify(file)
     except OSError as exc:
         raise AgentInputError(f"{file}: cannot read audit log: {exc.strerror}") from None
     if as_json:
-        typer.echo(json.dumps({"file": str(file), "entries": report.entries, "ok": report.ok, "line": report.line,
-                               "seq": report.seq, "problem": report.problem}, sort_keys=True))
+        typer.echo(json.dumps({"file": str(report.path), "files": report.files, "entries": report.entries,
+                               "ok": report.ok, "line": report.line, "seq": report.seq, "problem": report.problem},
+                              sort_keys=True))
     if not report.ok:
         raise AuditChainBroken(str(report))
     if not as_json:
@@ -149,6 +150,11 @@ def agent_serve(
     disk_high_water: Annotated[float, typer.Option(help="Degraded at this fraction of a volume used.")] = 0.9,
     interval: Annotated[float, typer.Option(help="Seconds between health samples.")] = 1.0,
     reflection: Annotated[bool, typer.Option(help="Serve gRPC reflection.")] = True,
+    audit_max_bytes: Annotated[int, typer.Option(help="Rotate the audit log before it grows past this many "
+                                                      "bytes.")] = 64 * 1024 * 1024,
+    rejection_interval: Annotated[float, typer.Option(help="Seconds over which one peer's rejections for one "
+                                                           "reason get one full audit line; the rest are counted "
+                                                           "on a summary line.")] = 60.0,
 ) -> None:
     """Serve host health and signed, allow-listed actions; supervise this host's workers until SIGTERM."""
     import sqlite3
@@ -165,7 +171,8 @@ def agent_serve(
                             disk_high_water=disk_high_water)
     config = AgentConfig(host=host, site=site, data_dir=data_dir or default_data_dir(site), state_dir=state_dir,
                          listen=listen, trust=trust, tls_dir=tls_dir, workers=specs, audit=audit_file,
-                         thresholds=thresholds, interval=interval, reflection=reflection)
+                         thresholds=thresholds, interval=interval, reflection=reflection,
+                         audit_max_bytes=audit_max_bytes, rejection_interval=rejection_interval)
     try:
         serve(config)
     except (OSError, sqlite3.Error) as exc:  # the state folder, its nonce database or its audit log
@@ -215,7 +222,7 @@ def ops(
     if not 0 < ttl <= MAX_TTL_S:
         raise AgentInputError(f"--ttl: value {ttl}: expected 1 to {MAX_TTL_S} seconds")
     signing_key = keys.SigningKey.load(key)
-    with AgentClient(agent, tls_dir, timeout=timeout) as client:
+    with AgentClient(agent, tls_dir, host=host, timeout=timeout) as client:
         result = client.execute(row.action, typed, signing_key, host, site, actor=actor or _user(), actor_role=role)
     if as_json:
         typer.echo(json.dumps(MessageToDict(result, preserving_proto_field_name=True), sort_keys=True))
@@ -237,6 +244,8 @@ def agent_health(
     agent: Annotated[str, typer.Option("--agent", help="The agent's HOST:PORT.")],
     tls_dir: Annotated[Path | None, typer.Option(help="`pki init` folder: mutual TLS with the operator's "
                                                       "certificate.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="The agent's host id; required with --tls-dir (its "
+                                                           "certificate must name this host).")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Keep printing each new sample until interrupted.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sample.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent's answer.")] = 10.0,
@@ -262,7 +271,7 @@ def agent_health(
                        f"{' (supervised)' if worker.supervised else ''}")
         typer.echo(f"  trusted keys: {', '.join(sample.trusted_key_ids) or 'none'}")
 
-    with AgentClient(agent, tls_dir, timeout=timeout) as client:
+    with AgentClient(agent, tls_dir, host=host, timeout=timeout) as client:
         if not watch:
             show(client.get_health())
             return

@@ -6,7 +6,11 @@ signs exactly its bytes with the caller's key and calls ``Execute``. A refusal c
 TLS refused, deadline) raise ``grpc.RpcError``.
 
 Without ``tls_dir`` the channel is plain (agents serve plain gRPC on loopback only); with it the
-client presents ``tls_dir/<client>.pem`` (default the operator's) and trusts only ``tls_dir/ca.pem``.
+client presents ``tls_dir/<client>.pem`` (default the operator's), trusts only ``tls_dir/ca.pem``,
+and checks that the agent's certificate names the ``host`` it was made for
+(``<host>.agent.<trust domain>``, :func:`~ops_agent.pki.agent_dns_name`), whatever address it
+dials: a holder of another agent's key cannot pose as this one (issue 8). A client made for one
+host refuses, before sending anything, a command whose audience is another host.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ops_agent import pki
 from ops_agent.envelope import DEFAULT_TTL_S, new_payload, sign
+from ops_agent.errors import AgentInputError
 from ops_agent.keys import SigningKey
 from protos import ops_agent_pb2 as pb
 from protos import ops_agent_pb2_grpc, telemetry_pb2
@@ -38,18 +44,25 @@ class AgentClient:
     Parameters:
         address: ``HOST:PORT`` of the agent.
         tls_dir: a ``cinefleet pki init`` folder; None for a plain channel.
+        host: the host id of the agent at ``address``; required with ``tls_dir`` (its certificate must
+            name this host), and then the only audience this client sends commands to.
         client_name: whose certificate to present from ``tls_dir`` (default the operator's).
-        server_name: the name to check the agent's certificate against, when ``address`` is not one it names.
         timeout: seconds each call may take.
+
+    Raises:
+        AgentInputError: ``tls_dir`` without ``host``.
     """
 
-    def __init__(self, address: str, tls_dir: Path | None = None, *, client_name: str = pki.OPERATOR,
-                 server_name: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        self.address, self.timeout = address, timeout
+    def __init__(self, address: str, tls_dir: Path | None = None, *, host: str | None = None,
+                 client_name: str = pki.OPERATOR, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.address, self.host, self.timeout = address, host, timeout
         options: list[tuple[str, Any]] = []
-        if server_name is not None:
-            options.append(("grpc.ssl_target_name_override", server_name))
         if tls_dir is not None:
+            if host is None:
+                raise AgentInputError(f"--host: missing for the agent at {address}: with --tls-dir the agent's "
+                                      "certificate is checked against the host it should be")
+            options.append(("grpc.ssl_target_name_override",
+                            pki.agent_dns_name(pki.trust_domain(Path(tls_dir)), host)))
             self.channel = grpc.secure_channel(address, pki.channel_credentials(Path(tls_dir), client_name), options)
         else:
             self.channel = grpc.insecure_channel(address, options)
@@ -75,7 +88,20 @@ class AgentClient:
         return self.send(sign(payload, key))
 
     def send(self, command: pb.SignedCommand) -> pb.CommandResult:
-        """Send a signed command as it is."""
+        """Send a signed command as it is; refused unsent if it is for another host than this client's.
+
+        Raises:
+            AgentInputError: the command's audience is not :attr:`host` (nothing was sent).
+        """
+        if self.host is not None:
+            try:
+                audience = pb.CommandPayload.FromString(command.payload).audience_host
+            except DecodeError:
+                audience = None  # not a payload the agent could run either; it rejects it as malformed
+            if audience is not None and audience != self.host:
+                raise AgentInputError(f"host {audience!r}: this client is for the agent of host {self.host!r} at "
+                                      f"{self.address}; a command for {audience!r} goes only to an agent proven to "
+                                      "be that host; nothing was sent")
         return self._stub.Execute(command, timeout=self.timeout)
 
     def send_bytes(self, raw: bytes) -> pb.CommandResult:

@@ -6,8 +6,10 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops_agent.audit import DEFAULT_MAX_BYTES
 from ops_agent.errors import AgentInputError
 from ops_agent.health import Thresholds
+from ops_agent.rejections import DEFAULT_INTERVAL_S as DEFAULT_REJECTION_INTERVAL_S
 from ops_agent.supervisor import WorkerSpec
 
 #: Where ``cinefleet agent serve`` listens unless told otherwise.
@@ -44,6 +46,8 @@ class AgentConfig:
         thresholds: when the host counts as degraded.
         interval: seconds between health samples.
         reflection: serve gRPC reflection.
+        audit_max_bytes: rotate the audit log before it grows past this.
+        rejection_interval: seconds over which one peer's rejections for one reason get one full audit line.
     """
 
     host: str
@@ -58,6 +62,8 @@ class AgentConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     interval: float = DEFAULT_INTERVAL_S
     reflection: bool = True
+    audit_max_bytes: int = DEFAULT_MAX_BYTES
+    rejection_interval: float = DEFAULT_REJECTION_INTERVAL_S
 
     @property
     def state(self) -> Path:

@@ -182,6 +182,10 @@ class Verifier:
         self._claim(payload)
         return Admission(payload, digest, command.key_id)
 
+    def release(self, admission: Admission) -> None:
+        """Give back the nonce and command id of an admitted command that was not executed (it may come again)."""
+        self._nonces.release(admission.payload.nonce, admission.payload.command_id)
+
     def remember_result(self, admission: Admission, result: pb.CommandResult) -> None:
         """Store the result of running an admitted command, for as long as its envelope could verify."""
         self._nonces.remember_result(admission.payload.command_id, admission.payload_sha256, result,

@@ -59,3 +59,11 @@ class KeyStoreError(AgentInputError):
 
 class AuditLogError(AgentError):
     """Raised when an audit log cannot be opened for appending (unreadable tail, or another writer holds it)."""
+
+
+class AuditUnavailable(AgentError):
+    """Raised when an audit entry cannot be written (a full or failing volume); nothing was executed.
+
+    The message says why in the system's words, never the log's path: it is sent to the caller,
+    which gets a gRPC ``UNAVAILABLE`` and may send the same command again later.
+    """

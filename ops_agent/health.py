@@ -339,9 +339,13 @@ class HealthMonitor:
         if self._own_link and self.link is not None:
             self.link.close()
 
-    def sample(self) -> pb.HostHealth:
-        """One judged sample: host figures, this host's workers, the site's queues, state and reasons."""
+    def sample(self, problems: Sequence[str] = ()) -> pb.HostHealth:
+        """One judged sample: host figures, this host's workers, the site's queues, state and reasons.
+
+        ``problems`` are the agent's own breaches (an audit log that cannot be written), judged like the rest.
+        """
         health = sample_host(self.host, self.site, self.volumes, self.thresholds)
+        health.reasons.extend(problems)
         breaches = list(health.reasons)
         processes = self.supervisor.status() if self.supervisor is not None else []
         restarts = {p.name: p.restarts for p in processes}

@@ -79,6 +79,12 @@ class NonceStore:
             return db.execute("INSERT OR IGNORE INTO commands (command_id, keep_until) VALUES (?, ?)",
                               (command_id, keep_until)).rowcount == 1
 
+    def release(self, nonce: bytes, command_id: str) -> None:
+        """Forget a nonce and command id that were claimed for a command that was then not executed."""
+        with self._write() as db:
+            db.execute("DELETE FROM nonces WHERE nonce = ?", (nonce,))
+            db.execute("DELETE FROM commands WHERE command_id = ?", (command_id,))
+
     def result_for(self, command_id: str, payload_sha256: bytes) -> ops_agent_pb2.CommandResult | None:
         """The stored result of this exact command (same id and payload), or None."""
         with self._lock:

@@ -12,10 +12,14 @@ be run again. An existing CA is never overwritten: its certificates would stop v
 everywhere at once.
 
 Identities follow SPIFFE X.509-SVIDs: each leaf carries exactly one URI SAN. An agent's
-certificate also names ``localhost``, ``127.0.0.1`` and, when the host id is a DNS name, the
-host itself, so a client can verify the server it dialled; it is valid for both server and
-client authentication (an agent may dial out). ECDSA P-256 because every TLS stack, BoringSSL in
-grpcio included, accepts it for both roles.
+certificate names its own host and nothing else: one DNS SAN, ``<host>.agent.<trust domain>``
+(:func:`agent_dns_name`), beside its SPIFFE ID. No ``localhost``, no ``127.0.0.1``: when every
+agent's certificate carried those, a client dialling ``localhost`` accepted any agent as any
+other, and a holder of h1's key could take a command signed for h3 (issue 8). The client checks
+the agent's certificate against the name of the host it signs for (``AgentClient``), whatever
+address it dials. The certificate is valid for both server and client authentication (an agent
+may dial out). ECDSA P-256 because every TLS stack, BoringSSL in grpcio included, accepts it for
+both roles.
 
 The signed command envelope still authorizes every action; mTLS only says who is on the line
 (see docs and ``research/security.md`` §1.7).
@@ -25,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import ipaddress
 import os
 import re
 from collections.abc import Sequence
@@ -50,8 +53,6 @@ LEAF_DAYS = 365
 BACKDATE = dt.timedelta(minutes=5)
 
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-_DNS = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
-                  r"[A-Za-z0-9])?)*")
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
 _RESERVED = ("ca", OPERATOR)
 
@@ -67,6 +68,11 @@ def spiffe_id(trust_domain: str, *path: str) -> str:
 def agent_id(trust_domain: str, host: str) -> str:
     """The SPIFFE ID an agent's certificate carries."""
     return spiffe_id(trust_domain, "agent", host)
+
+
+def agent_dns_name(trust_domain: str, host: str) -> str:
+    """The one DNS name an agent's certificate carries, and the name a client checks it against."""
+    return f"{host}.agent.{trust_domain}"
 
 
 def control_plane_id(trust_domain: str) -> str:
@@ -120,10 +126,8 @@ def init(dir: Path, hosts: Sequence[str], trust_domain: str = DEFAULT_TRUST_DOMA
 
     written: list[Path] = []
     for host in hosts:
-        names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        if host != "localhost" and _DNS.fullmatch(host):
-            names.append(x509.DNSName(host))
-        names.append(x509.UniformResourceIdentifier(agent_id(trust_domain, host)))
+        names: list[x509.GeneralName] = [x509.DNSName(agent_dns_name(trust_domain, host)),
+                                         x509.UniformResourceIdentifier(agent_id(trust_domain, host))]
         written += _issue(dir, host, f"cinefleet agent {host}", names, server=True, ca=(ca_cert, ca_key), now=now)
     written += _issue(dir, OPERATOR, "cinefleet control plane",
                       [x509.UniformResourceIdentifier(control_plane_id(trust_domain))], server=False,
@@ -195,6 +199,25 @@ def server_credentials(dir: Path, host: str) -> grpc.ServerCredentials:
     dir = Path(dir)
     return grpc.ssl_server_credentials([(read(dir / f"{host}.key"), read(dir / f"{host}.pem"))],
                                        root_certificates=read(dir / "ca.pem"), require_client_auth=True)
+
+
+def trust_domain(dir: Path) -> str:
+    """The SPIFFE trust domain of ``dir``'s CA (its ``spiffe://`` URI SAN)."""
+    path = Path(dir) / "ca.pem"
+    try:
+        ca = x509.load_pem_x509_certificate(read(path))
+    except ValueError as exc:
+        raise PkiError(f"{path}: not a PEM certificate ({exc}); expected the CA made by `cinefleet pki init`") from None
+    try:
+        uris = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    domains = [u.removeprefix("spiffe://").split("/")[0] for u in uris if u.startswith("spiffe://")]
+    if not domains:
+        raise PkiError(f"{path}: no spiffe:// URI SAN naming the trust domain; expected a CA made by "
+                       "`cinefleet pki init`")
+    return domains[0]
 
 
 def channel_credentials(dir: Path, name: str = OPERATOR) -> grpc.ChannelCredentials:

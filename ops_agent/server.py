@@ -13,10 +13,15 @@ lower version is refused: no rollback), and hands the host state to a small thre
 pushes it to the site with ``mark-host`` whenever it changes, so a degraded or offline host
 takes no new jobs. SIGTERM or SIGINT: health goes ``NOT_SERVING``, health streams end, RPCs in
 flight get a grace period, the supervised workers are stopped, and the files are closed.
+
+gRPC is served by ``grpc.aio`` on an event loop of its own thread, so a call whose request
+never arrives holds no thread (see :mod:`ops_agent.servicer`), and every connection is bounded
+(:data:`SERVER_OPTIONS`): streams at once, handshake time, idle time, age, keepalive and pings.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -24,12 +29,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from concurrent import futures
-from pathlib import Path
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
-import grpc
-from cryptography import x509
+from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -43,6 +46,7 @@ from ops_agent.files import write_file
 from ops_agent.health import HealthMonitor
 from ops_agent.keys import TrustBundle
 from ops_agent.nonces import NonceStore
+from ops_agent.rejections import RejectionWindows
 from ops_agent.service import CommandService
 from ops_agent.servicer import SERVICE, OpsAgentServicer, add_servicer
 from ops_agent.site_link import HostStatePusher, SiteLink
@@ -55,32 +59,31 @@ log = logging.getLogger(__name__)
 #: gRPC refuses bigger requests before the agent reads them (RESOURCE_EXHAUSTED, not audited);
 #: anything between the envelope cap (4 KiB) and this is read and refused as REJECT_OVERSIZE.
 MAX_RECEIVE_BYTES = 64 * 1024
-#: Threads serving RPCs (health streams may hold ``servicer.MAX_WATCHERS`` of them).
-RPC_THREADS = 16
 #: Seconds RPCs in flight may still take when the agent stops.
 SHUTDOWN_GRACE_S = 5.0
+#: Seconds the agent waits for its event loop to start serving or to stop.
+LOOP_TIMEOUT_S = 30.0
+#: What one connection may hold (option names from gRPC core's ``channel_arg_names.h``). A call
+#: that never sends its request costs a coroutine, not a thread; these bound how many such calls a
+#: connection carries and for how long, and free what dead or silent peers hold.
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_concurrent_streams", 16),  # calls at once per connection (a gRPC client queues the rest)
+    ("grpc.server_handshake_timeout_ms", 10_000),  # a TLS handshake that stalls is dropped
+    ("grpc.max_connection_idle_ms", 5 * 60_000),  # a connection without calls is closed
+    ("grpc.max_connection_age_ms", 30 * 60_000),  # every connection is renewed, stalled calls with it...
+    ("grpc.max_connection_age_grace_ms", 5 * 60_000),  # ...after its calls had this long to finish
+    ("grpc.keepalive_time_ms", 60_000),  # a peer that has gone away is found within keepalive time+timeout
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),  # a ping flood earns strikes...
+    ("grpc.http2.max_ping_strikes", 2),  # ...and a GOAWAY
+)
+
+T = TypeVar("T")
 
 STATE_NAMES = {telemetry_pb2.HOST_STATE_HEALTHY: "healthy", telemetry_pb2.HOST_STATE_DEGRADED: "degraded",
                telemetry_pb2.HOST_STATE_OFFLINE: "offline"}
-
-
-def _control_plane_ids(tls_dir: Path) -> frozenset[str]:
-    """The control plane's SPIFFE ID in the trust domain of ``tls_dir``'s CA (its URI SAN)."""
-    try:
-        ca = x509.load_pem_x509_certificate(pki.read(tls_dir / "ca.pem"))
-    except ValueError as exc:
-        raise pki.PkiError(f"{tls_dir / 'ca.pem'}: not a PEM certificate ({exc}); expected the CA made by "
-                           "`cinefleet pki init`") from None
-    try:
-        uris = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-            x509.UniformResourceIdentifier)
-    except x509.ExtensionNotFound:
-        uris = []
-    domains = [u.removeprefix("spiffe://").split("/")[0] for u in uris if u.startswith("spiffe://")]
-    if not domains:
-        raise pki.PkiError(f"{tls_dir / 'ca.pem'}: no spiffe:// URI SAN naming the trust domain; expected a CA "
-                           "made by `cinefleet pki init`")
-    return frozenset(pki.control_plane_id(d) for d in domains)
 
 
 # -- the agent ----------------------------------------------------------------------------------
@@ -94,6 +97,11 @@ class Agent:
         check_listen(config.listen, config.tls_dir is not None)
         if not 0.05 <= config.interval <= 60:
             raise AgentConfigError(f"--interval: value {config.interval!r}: expected 0.05 to 60 seconds")
+        if not 0.1 <= config.rejection_interval <= 3600:
+            raise AgentConfigError(f"--rejection-interval: value {config.rejection_interval!r}: expected 0.1 to "
+                                   "3600 seconds")
+        if config.audit_max_bytes < 64 * 1024:
+            raise AgentConfigError(f"--audit-max-bytes: value {config.audit_max_bytes!r}: expected at least 65536")
         self.state_dir = config.state
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.address = ""
@@ -106,7 +114,7 @@ class Agent:
 
     def _open(self) -> None:
         config = self.config
-        self.audit = AuditLog(config.audit_file)
+        self.audit = AuditLog(config.audit_file, max_bytes=config.audit_max_bytes)
         self._closers.append(self.audit.close)
         self.nonces = NonceStore(self.state_dir / NONCES_FILE)
         self._closers.append(self.nonces.close)
@@ -125,11 +133,11 @@ class Agent:
         self._closers.append(self.monitor.close)
         self.board = HealthBoard()
         self.pusher = HostStatePusher(config.host, self.link, config.interval)
-        self.health = health.HealthServicer()
-        control_plane = _control_plane_ids(config.tls_dir) if config.tls_dir is not None else None
+        control_plane = (frozenset({pki.control_plane_id(pki.trust_domain(config.tls_dir))})
+                         if config.tls_dir is not None else None)
         self.commands = CommandService(config.host, self.verifier,
                                        lambda payload: self.link.call(lambda site: actions.execute(payload, site)),
-                                       self.audit, self.trust)
+                                       self.audit, self.trust, RejectionWindows(config.rejection_interval))
         self.servicer = OpsAgentServicer(self.commands, self.board, control_plane)
 
     def _install_trust(self, bundle: TrustBundle) -> None:
@@ -147,9 +155,26 @@ class Agent:
         if self.supervisor is not None:
             self.supervisor.start()
         self.sample()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="rpc"),
-                                  options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-                                           ("grpc.so_reuseport", 0)])
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="grpc-aio", daemon=True)
+        self._loop_thread.start()
+        self.address = self._on_loop(self._serve())
+        self.pusher.start()
+        self._write_agent_file()
+        log.info("agent %s of site %s listening on %s (%s), %d worker(s), trust bundle %s version %s",
+                 config.host, config.site, self.address, "mutual TLS" if config.tls_dir else "insecure, loopback",
+                 len(config.workers), self.trust.path, self.trust.bundle.version)
+        return self.address
+
+    def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` on the gRPC event loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result(LOOP_TIMEOUT_S)
+
+    async def _serve(self) -> str:
+        """Make, bind and start the aio server on the event loop (an aio server belongs to the loop it is made on)."""
+        config = self.config
+        self.health = health.aio.HealthServicer()
+        self.server = aio.server(options=list(SERVER_OPTIONS))
         add_servicer(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if config.reflection:
@@ -163,20 +188,19 @@ class Agent:
             raise AgentError(f"--listen: cannot listen on {config.listen}: {exc}") from None
         if not port:
             raise AgentError(f"--listen: cannot listen on {config.listen}")
-        self.address = f"{config.listen.rpartition(':')[0]}:{port}"
-        self.server.start()
+        await self.server.start()
         for name in ("", SERVICE):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self.pusher.start()
-        self._write_agent_file()
-        log.info("agent %s of site %s listening on %s (%s), %d worker(s), trust bundle %s version %s",
-                 config.host, config.site, self.address, "mutual TLS" if config.tls_dir else "insecure, loopback",
-                 len(config.workers), self.trust.path, self.trust.bundle.version)
-        return self.address
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return f"{config.listen.rpartition(':')[0]}:{port}"
+
+    async def _stop_serving(self) -> None:
+        await self.health.enter_graceful_shutdown()
+        self.board.close()  # health streams end now rather than at the grace period's end
+        await self.server.stop(SHUTDOWN_GRACE_S)
 
     def sample(self) -> telemetry_pb2.HostHealth:
         """One health sample, published to the streams; the state is handed to the pusher."""
-        sample = self.monitor.sample()
+        sample = self.monitor.sample([self.audit.problem] if self.audit.problem else [])
         sample.trusted_key_ids.extend(self.trust.usable_key_ids(time.time()))
         self.board.publish(sample)
         state = STATE_NAMES.get(sample.state)
@@ -192,6 +216,7 @@ class Agent:
             if self.supervisor is not None:
                 self.supervisor.poll()
             self.trust.refresh()
+            self.commands.flush_audit()
             try:
                 self.sample()
             except Exception:  # a bug in sampling must not stop the agent serving commands
@@ -200,11 +225,16 @@ class Agent:
 
     def close(self) -> None:
         """Stop serving (health NOT_SERVING first), end the streams, stop the workers, close the files."""
-        self.health.enter_graceful_shutdown()
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            if getattr(self, "server", None) is not None:
+                self._on_loop(self._stop_serving())
+            loop.call_soon_threadsafe(loop.stop)
+            self._loop_thread.join(LOOP_TIMEOUT_S)
+            loop.close()
         self.board.close()
-        server = getattr(self, "server", None)
-        if server is not None:
-            server.stop(SHUTDOWN_GRACE_S).wait()
+        self.servicer.close()
+        self.commands.flush_audit(stopping=True)
         self.pusher.stop()
         if self.supervisor is not None:
             self.supervisor.stop()

@@ -92,8 +92,10 @@ class AgentProcess:
 
     def client(self, **options: Any) -> AgentClient:
         """A client of this agent, over TLS when the agent has a ``tls_dir`` (unless ``tls_dir=`` says otherwise)."""
-        return AgentClient(self.address, self.tls_dir if "tls_dir" not in options else options.pop("tls_dir"),
-                           **options)
+        tls_dir = self.tls_dir if "tls_dir" not in options else options.pop("tls_dir")
+        if tls_dir is not None:  # the agent's certificate is checked as this host's
+            options.setdefault("host", self.host)
+        return AgentClient(self.address, tls_dir, **options)
 
     def audit_entries(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.audit.read_text().splitlines()]

@@ -12,7 +12,7 @@ from cinefleet.cli import app
 from ops_agent import audit
 from ops_agent.audit import AuditLog, AuditRecord
 from ops_agent.envelope import new_payload, sign
-from ops_agent.errors import AuditLogError
+from ops_agent.errors import AuditLogError, AuditUnavailable
 from ops_agent.keys import SigningKey
 from protos import ops_agent_pb2 as pb
 
@@ -159,7 +159,7 @@ def test_audit_verify_cli_exit_codes(tmp_path: Path) -> None:
     as_json = runner.invoke(root, ["audit", "verify", "--json", str(path)])
     assert as_json.exit_code == 1
     report = json.loads(as_json.stdout)
-    assert report == {"file": str(path), "entries": 3, "ok": False, "line": 2, "seq": 3,
+    assert report == {"file": str(path), "files": 1, "entries": 3, "ok": False, "line": 2, "seq": 3,
                       "problem": "deleted: seq 2 missing before this entry"}
 
 
@@ -174,10 +174,12 @@ def test_a_write_torn_by_a_full_disk_leaves_the_chain_intact(tmp_path: Path, mon
     with AuditLog(path) as log:
         log.append(AuditRecord(command_id="c1", message="before"))
         monkeypatch.setattr(audit.os, "write", disk_full)
-        with pytest.raises(OSError, match="No space left"):
+        with pytest.raises(AuditUnavailable, match="No space left"):
             log.append(AuditRecord(command_id="c2", message="torn"))
+        assert log.problem == "audit log cannot be written: No space left on device"
         monkeypatch.setattr(audit.os, "write", real_write)
         log.append(AuditRecord(command_id="c3", message="after"))
+        assert log.problem is None
     report = audit.verify(path)
     assert report.ok and report.entries == 2, report
     assert [json.loads(line)["command_id"] for line in _lines(path)] == ["c1", "c3"]

@@ -55,8 +55,10 @@ def server(pki_dir: Path) -> Iterator[Server]:
         grpc_server.stop(grace=None).wait(RPC_TIMEOUT_S)
 
 
-def _check(port: int, credentials: grpc.ChannelCredentials, target: str = "localhost") -> int:
-    with grpc.secure_channel(f"{target}:{port}", credentials) as channel:
+def _check(port: int, credentials: grpc.ChannelCredentials, target: str = "localhost", host: str = "host-a") -> int:
+    """The health status of the agent at ``target:port``, its certificate checked as ``host``'s."""
+    name = pki.agent_dns_name(pki.DEFAULT_TRUST_DOMAIN, host)
+    with grpc.secure_channel(f"{target}:{port}", credentials, [("grpc.ssl_target_name_override", name)]) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=RPC_TIMEOUT_S)
         return int(reply.status)
 
@@ -70,12 +72,12 @@ def test_init_writes_the_files_with_private_keys_0600(pki_dir: Path) -> None:
     assert stat.S_IMODE(pki_dir.stat().st_mode) & 0o077 == 0
 
 
-def test_certificates_carry_spiffe_ids_and_loopback_names(pki_dir: Path) -> None:
+def test_an_agent_certificate_names_its_own_host_only(pki_dir: Path) -> None:
     agent = x509.load_pem_x509_certificate((pki_dir / "host-a.pem").read_bytes())
     sans = agent.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://cinefleet.local/agent/host-a"]
-    assert "localhost" in sans.get_values_for_type(x509.DNSName)
-    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert sans.get_values_for_type(x509.DNSName) == ["host-a.agent.cinefleet.local"]
+    assert sans.get_values_for_type(x509.IPAddress) == [], "no address names: any agent would pass for any other"
     operator = x509.load_pem_x509_certificate((pki_dir / "operator.pem").read_bytes())
     sans = operator.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://cinefleet.local/control-plane"]
@@ -90,9 +92,20 @@ def test_the_operator_gets_serving_and_the_agent_sees_its_identity(pki_dir: Path
     assert _check(server.port, credentials) == health_pb2.HealthCheckResponse.SERVING
     assert _check(server.port, credentials, target="127.0.0.1") == health_pb2.HealthCheckResponse.SERVING
     # Then the server knows who called from the verified certificate alone
-    with grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:
+    with grpc.secure_channel(f"localhost:{server.port}", credentials, [
+            ("grpc.ssl_target_name_override", pki.agent_dns_name(pki.DEFAULT_TRUST_DOMAIN, "host-a"))]) as channel:
         reply = channel.unary_unary(WHOAMI)(b"", timeout=RPC_TIMEOUT_S)
     assert reply == b"spiffe://cinefleet.local/control-plane"
+
+
+def test_an_agent_is_not_accepted_as_another_host_or_by_its_address_alone(pki_dir: Path, server: Server) -> None:
+    credentials = pki.channel_credentials(pki_dir)
+    for host in ("host-b", "localhost", "127.0.0.1"):
+        with pytest.raises(grpc.RpcError) as refused:
+            _check(server.port, credentials, host=host)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, host
+    with grpc.secure_channel(f"localhost:{server.port}", credentials) as channel, pytest.raises(grpc.RpcError):
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=RPC_TIMEOUT_S)
 
 
 def test_a_client_without_a_certificate_is_refused(pki_dir: Path, server: Server) -> None:
