@@ -124,7 +124,7 @@ class SiteClient:
 
         run_id = f"probe-{uuid.uuid4().hex[:10]}"
         out = Path(self.endpoints.data_dir) / "out" / run_id
-        request = Submission(run_id=run_id, out=str(out), tenant_id="default",
+        request = Submission(run_id=run_id, out=str(out), tenant_id=self.endpoints.tenant,
                              stages=tuple(map(PlannedStage.of, probe_stages(stages))))
         self._request(self.keys.submissions, request)
         return run_id

@@ -82,6 +82,7 @@ def ensure_api_token(data_dir: Path) -> str:
     """The site's API token, made (random, 0600) the first time; kept across restarts so clients keep working."""
     path = data_dir / TOKEN_FILE
     if path.is_file():
+        os.chmod(path, 0o600)  # tighten a copy restored with looser modes, as make_data_dir does the folder
         token = path.read_text().strip()
         if token:
             return token
