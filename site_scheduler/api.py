@@ -212,7 +212,7 @@ class Paths:
 def _resolve(field: str, value: str, path: Path) -> Path:
     try:
         return path.resolve()
-    except (OSError, ValueError) as exc:  # a NUL byte, a symlink loop
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte; a symlink loop (RuntimeError before 3.13)
         raise HTTPException(422, f"{field}: value {value!r} cannot be resolved ({exc}); expected a path") from None
 
 

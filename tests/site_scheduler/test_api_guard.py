@@ -85,6 +85,7 @@ def test_submitted_paths_stay_under_the_roots_and_the_data_folder(rooted: Site, 
     (projects / "big.json").write_bytes(b"")
     os.truncate(projects / "big.json", MAX_DOCUMENT_BYTES + 1)  # sparse: costs no disk
     (projects / "dir.json").mkdir()
+    (projects / "loop").symlink_to(projects / "loop")
     cases = {
         str(pilot): (403, "outside the site's project roots"),
         str(projects / "to-pilot.json"): (403, f"resolves to {pilot}"),
@@ -96,6 +97,7 @@ def test_submitted_paths_stay_under_the_roots_and_the_data_folder(rooted: Site, 
         str(projects / "dir.json"): (422, "is a folder"),
         str(projects / "nothing.json"): (422, "no such file"),
         "/tmp/\x00": (422, "cannot be resolved"),
+        str(projects / "loop" / "project.json"): (422, "cannot be resolved"),
     }
     with _client(rooted) as api:
         for project, (status, words) in cases.items():
