@@ -63,8 +63,15 @@ def gather(loaded: LoadedProject) -> Gathered:
 
 
 def put_bundle(ws: Workspace, gathered: Gathered) -> str:
-    """Store the gathered project and files; returns the bundle's hash (the same for the same content)."""
-    project_hash = ws.put_document(gathered.loaded.project, parents=[])
+    """Store the gathered project and files; returns the bundle's hash (the same for the same content).
+
+    Everything is stored for ``ws.tenant_id``, the tenant who submits; a project file claiming
+    another tenant is stored saying the submitter's, so nothing of the run names the other.
+    """
+    project = gathered.loaded.project
+    if project.tenant_id != ws.tenant_id:
+        project = project.model_copy(update={"tenant_id": ws.tenant_id})
+    project_hash = ws.put_document(project, parents=[])
     canon_hash = ws.put_document(gathered.loaded.canon, parents=[project_hash])
     library_hash = ws.put_bytes(gathered.library, "AssetLibrary", parents=[],
                                 schema_version=AssetLibrary.model_validate_json(gathered.library).schema_version)

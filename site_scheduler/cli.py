@@ -26,7 +26,7 @@ import typer
 
 from pipeline.errors import InputError
 from protos.actions import ACTIONS, QUEUES, OperatorAction
-from site_scheduler.config import default_data_dir, read_endpoints
+from site_scheduler.config import DEFAULT_TENANT, default_data_dir, read_endpoints
 from site_scheduler.errors import RUN_ENDINGS, RunFailed
 
 site_app = typer.Typer(help="Run and operate a site.", no_args_is_help=True)
@@ -60,12 +60,19 @@ def serve(
     redis_url: Annotated[str | None, typer.Option(help="Use this Redis instead of starting one.")] = None,
     db_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the site database.")] = None,
     api_port: Annotated[int | None, typer.Option(min=0, max=65535, help="Serve the HTTP API on "
-                                                 "127.0.0.1:PORT (0 picks a free port; site.json says which).")] = None,
+                                                 "127.0.0.1:PORT (0 picks a free port; site.json says which); "
+                                                 "callers send the token in DATA_DIR/api.token.")] = None,
+    tenant: Annotated[str, typer.Option(help="The tenant every run submitted to this site renders for, "
+                                        "whatever its project file claims.")] = DEFAULT_TENANT,
+    project_root: Annotated[list[Path] | None, typer.Option(
+        "--project-root", help="A folder the HTTP API takes project files from (repeatable; none: the API "
+        "takes no project by path).")] = None,
 ) -> None:
     """Start the site's scheduler (and its Redis, unless --redis-url is given)."""
     from site_scheduler.service import serve as run
 
-    run(site, data_dir or default_data_dir(site), redis_url, db_url, api_port=api_port)
+    run(site, data_dir or default_data_dir(site), redis_url, db_url, api_port=api_port, tenant=tenant,
+        project_roots=project_root or [])
 
 
 @site_app.command("outbox")

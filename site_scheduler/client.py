@@ -83,6 +83,9 @@ class SiteClient:
     def submit(self, project: Path, out: Path | None = None, profile: str = "preview_local") -> str:
         """Validate the project here, put it in the site's store as a bundle, then submit the bundle's hash.
 
+        The run renders for the site's tenant (``site serve --tenant``), not the ``tenant_id`` the
+        project file claims: the submitter decides whose cache and store folder a run uses.
+
         Raises:
             SubmissionRefused: bad input (it names file, field, value and expectation); nothing was sent.
             SiteUnreachable: the site's store, Redis or database could not be reached.
@@ -92,7 +95,7 @@ class SiteClient:
             gathered = gather(load_project(project))
         except InputError as exc:
             raise SubmissionRefused(str(exc)) from None
-        tenant_id = gathered.loaded.project.tenant_id
+        tenant_id = self.endpoints.tenant
         # The bundle goes into the site's store now; its registry rows travel with the request,
         # for the scheduler (the site database's only writer) to record.
         ws = Workspace(Path(self.endpoints.store), tenant_id, self.endpoints.site_id, registry_url="sqlite://")
@@ -121,7 +124,7 @@ class SiteClient:
 
         run_id = f"probe-{uuid.uuid4().hex[:10]}"
         out = Path(self.endpoints.data_dir) / "out" / run_id
-        request = Submission(run_id=run_id, out=str(out), tenant_id="default",
+        request = Submission(run_id=run_id, out=str(out), tenant_id=self.endpoints.tenant,
                              stages=tuple(map(PlannedStage.of, probe_stages(stages))))
         self._request(self.keys.submissions, request)
         return run_id

@@ -4,8 +4,8 @@
 other site command reads it from ``--data-dir`` and refuses a file that names another site.
 
 ``site.json`` holds no secret: the passwords of the Redis and database URLs go to
-``DIR/secrets.json`` (0600), and a reader puts them back. The data folder is 0700, so only the
-site's own user reaches either.
+``DIR/secrets.json`` (0600), and a reader puts them back; the HTTP API's bearer token is
+``DIR/api.token`` (0600). The data folder is 0700, so only the site's own user reaches any of them.
 """
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import secrets
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 
+from pipeline.errors import InputError
+from pipeline.models.canon import ID_PATTERN
 from pipeline.store import atomic_write
 from site_scheduler.errors import SiteNotFound
 
@@ -26,6 +30,11 @@ SITE_FILE = "site.json"
 SECRETS_FILE = "secrets.json"
 #: The endpoints whose URLs may carry a password.
 SECRET_URLS = ("redis_url", "db_url")
+#: The HTTP API's bearer token: whoever can read it may call the API, as whoever can read
+#: ``secrets.json`` may talk to Redis.
+TOKEN_FILE = "api.token"
+#: The tenant a site renders for unless ``site serve --tenant`` says otherwise.
+DEFAULT_TENANT = "default"
 
 
 def default_data_dir(site_id: str) -> Path:
@@ -41,6 +50,9 @@ class SiteEndpoints:
     store: str
     scheduler_pid: int
     api_url: str | None = None  # the loopback HTTP API, when `site serve --api-port` started one
+    #: Every run submitted to this site renders for this tenant, whatever its project file claims:
+    #: the tenant is who submits, so a project cannot share (or poison) another tenant's cache.
+    tenant: str = DEFAULT_TENANT
 
     @property
     def namespace(self) -> str:
@@ -56,6 +68,38 @@ def make_data_dir(data_dir: Path) -> None:
     """Create the site's folder 0700 (and tighten one that exists): everything in it is the site's."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data_dir, 0o700)
+
+
+def check_tenant(tenant: str) -> str:
+    """``tenant`` if it can name a tenant (it becomes a folder of the store); else an InputError."""
+    if not re.fullmatch(ID_PATTERN, tenant) or len(tenant) > 64:
+        raise InputError(f"--tenant: value {tenant!r}: expected 1 to 64 of a-z, 0-9, '_' and '-', "
+                         "starting with a letter or digit")
+    return tenant
+
+
+def ensure_api_token(data_dir: Path) -> str:
+    """The site's API token, made (random, 0600) the first time; kept across restarts so clients keep working."""
+    path = data_dir / TOKEN_FILE
+    if path.is_file():
+        os.chmod(path, 0o600)  # tighten a copy restored with looser modes, as make_data_dir does the folder
+        token = path.read_text().strip()
+        if token:
+            return token
+    token = secrets.token_urlsafe(32)
+    atomic_write(path, token.encode() + b"\n", mode=0o600)
+    return token
+
+
+def read_api_token(data_dir: Path) -> str:
+    """The token a program on the site host sends to the API (``Authorization: Bearer TOKEN``)."""
+    path = data_dir / TOKEN_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise SiteNotFound(f"{path}: no such file; start the site with `cinefleet site serve --api-port`") from None
+    except PermissionError:
+        raise SiteNotFound(f"{path}: not readable by this user; call the API as the site's own user") from None
 
 
 def without_password(url: str) -> str:

@@ -13,13 +13,23 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from pipeline.errors import InputError
 from pipeline.store import make_files_private
 from site_scheduler.api import ApiServer
 from site_scheduler.client import SiteClient
-from site_scheduler.config import SiteEndpoints, make_data_dir, sqlite_url_for, write_endpoints
+from site_scheduler.config import (
+    DEFAULT_TENANT,
+    SiteEndpoints,
+    check_tenant,
+    ensure_api_token,
+    make_data_dir,
+    sqlite_url_for,
+    write_endpoints,
+)
 from site_scheduler.database import migrate, open_engine
 from site_scheduler.errors import SiteError
 from site_scheduler.redis_server import RedisServer, start_redis
@@ -32,7 +42,17 @@ LOCK_FILE = "scheduler.lock"
 
 def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: str | None = None,
           ready: threading.Event | None = None, stop: threading.Event | None = None,
-          api_port: int | None = None) -> None:
+          api_port: int | None = None, tenant: str = DEFAULT_TENANT,
+          project_roots: Sequence[Path] = ()) -> None:
+    """Serve the site until ``stop`` (or SIGTERM/SIGINT); every run submitted to it renders for ``tenant``.
+
+    ``project_roots`` are the folders the HTTP API takes project files from (none: it takes none).
+    """
+    check_tenant(tenant)
+    roots = [root.resolve() for root in project_roots]
+    missing = [str(root) for root in roots if not root.is_dir()]
+    if missing:
+        raise InputError(f"--project-root: value {', '.join(missing)}: expected an existing folder")
     data_dir = data_dir.resolve()
     make_files_private()
     make_data_dir(data_dir)
@@ -48,10 +68,10 @@ def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: st
     engine = open_engine(db_url)
     migrate(engine)
     endpoints = SiteEndpoints(site_id=site_id, data_dir=str(data_dir), redis_url=redis_url, db_url=db_url,
-                              store=str(data_dir / "store"), scheduler_pid=os.getpid())
+                              store=str(data_dir / "store"), scheduler_pid=os.getpid(), tenant=tenant)
     api: ApiServer | None = None
     if api_port is not None:
-        api = ApiServer(SiteClient(endpoints), api_port)
+        api = ApiServer(SiteClient(endpoints), api_port, ensure_api_token(data_dir), roots)
         api.start()
         endpoints = dataclasses.replace(endpoints, api_url=api.url)
     write_endpoints(endpoints)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from pipeline.testing import wait_for
 from site_scheduler.client import SiteClient
-from site_scheduler.config import read_endpoints
+from site_scheduler.config import read_api_token, read_endpoints
 
 T = TypeVar("T")
 
@@ -54,6 +54,9 @@ class Site:
     logs: Path
     site_id: str = SITE
     db_url: str | None = None
+    #: ``site serve --tenant`` (None: the site's default) and ``--project-root`` for each folder.
+    tenant: str | None = None
+    project_roots: list[Path] = field(default_factory=list)
     scheduler: subprocess.Popen[bytes] | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _client: SiteClient | None = None
@@ -89,6 +92,10 @@ class Site:
         command = ["site", "serve", *self._site_args(), "--api-port", "0"]
         if self.db_url:
             command += ["--db-url", self.db_url]
+        if self.tenant:
+            command += ["--tenant", self.tenant]
+        for root in self.project_roots:
+            command += ["--project-root", str(root)]
         self.scheduler = process = self._spawn(command, "scheduler.log")
         wait_for(lambda: self._alive(process, "the scheduler", "scheduler.log") and
                  (self.data_dir / "site.json").exists(), "site.json", START_TIMEOUT_S)
@@ -122,6 +129,16 @@ class Site:
         if self._client is None:
             self._client = SiteClient(read_endpoints(self.site_id, self.data_dir))
         return self._client
+
+    @property
+    def api_url(self) -> str:
+        url = read_endpoints(self.site_id, self.data_dir).api_url
+        assert url is not None, "site.json names no API: the site was started without --api-port"
+        return url
+
+    def api_headers(self) -> dict[str, str]:
+        """What a caller of the HTTP API sends: the token read from the data folder, as any local program would."""
+        return {"Authorization": f"Bearer {read_api_token(self.data_dir)}"}
 
     def run(self, run_id: str) -> dict[str, Any]:
         found = self.client.run(run_id)

@@ -118,7 +118,7 @@ def test_the_sites_controls_are_the_rows_and_mark_host(site: Site) -> None:
 def test_the_site_api_allows_the_rows_and_mark_host_only(site: Site) -> None:
     url = read_endpoints(SITE, site.data_dir).api_url
     assert url is not None
-    with httpx.Client(base_url=url, timeout=30) as api:
+    with httpx.Client(base_url=url, timeout=30, headers=site.api_headers()) as api:
         schema = api.get("/openapi.json").json()["components"]["schemas"]["Control"]["properties"]["action"]
         assert schema["enum"] == [row.control for row in ACTIONS] + [MARK_HOST]
         for row in ACTIONS:

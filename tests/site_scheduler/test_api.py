@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
-from site_scheduler.config import read_endpoints
 from site_scheduler.testing import SITE, Site
 from tests.pipeline.conftest import require_espeak
 
 
 def _api(site: Site) -> httpx.Client:
-    url = read_endpoints(SITE, site.data_dir).api_url
-    assert url is not None and url.startswith("http://127.0.0.1:"), "site.json names the loopback API"
-    return httpx.Client(base_url=url, timeout=30)
+    """A client holding the site's token, read from its data folder as any local program reads it."""
+    url = site.api_url
+    assert url.startswith("http://127.0.0.1:"), "site.json names the loopback API"
+    return httpx.Client(base_url=url, timeout=30, headers=site.api_headers())
 
 
-def test_the_api_submits_a_run_and_reports_it_to_completion(site: Site, pilot: Path) -> None:
+@pytest.fixture
+def rooted(tmp_path: Path) -> Iterator[Site]:
+    """A site whose API takes projects from under ``tmp_path`` (which also holds its data folder)."""
+    with Site(data_dir=tmp_path / "site", logs=tmp_path / "logs", project_roots=[tmp_path]) as running:
+        yield running
+
+
+def test_the_api_submits_a_run_and_reports_it_to_completion(rooted: Site, pilot: Path) -> None:
     require_espeak()
+    site = rooted
     site.start_worker("w1")
     with _api(site) as api:
         assert api.get("/health").json() == {"site_id": SITE, "status": "ok"}
@@ -42,8 +52,8 @@ def test_the_api_submits_a_run_and_reports_it_to_completion(site: Site, pilot: P
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
 
 
-def test_api_controls_apply_refuse_and_validate(site: Site, tmp_path: Path) -> None:
-    with _api(site) as api:
+def test_api_controls_apply_refuse_and_validate(rooted: Site, tmp_path: Path) -> None:
+    with _api(rooted) as api:
         paused = api.post("/controls", json={"action": "pause-queue", "queue": "media_queue"})
         assert paused.status_code == 200 and "paused" in paused.json()["message"]
         assert next(q for q in api.get("/queues").json() if q["queue"] == "media_queue")["paused"] is True
