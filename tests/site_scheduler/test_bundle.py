@@ -10,7 +10,8 @@ from pathlib import Path
 
 from pipeline.render import RenderRequest, render
 from pipeline.store import file_sha256
-from tests.pipeline.conftest import PILOT, TEST_PROFILE, require_espeak
+from pipeline.testing import PILOT, TEST_PROFILE
+from tests.pipeline.conftest import require_espeak
 from tests.site_scheduler.conftest import Site
 
 
