@@ -71,8 +71,8 @@ class AgentClient:
                                              response_deserializer=pb.CommandResult.FromString)
         self._health = health_pb2_grpc.HealthStub(self.channel)
 
-    def execute(self, action: int | str, target: Target | str | Sequence[str], key: SigningKey, host: str, site: str,
-                *, actor: str = "", actor_role: str = "", approved_by: str = "", ttl_s: int = DEFAULT_TTL_S,
+    def execute(self, action: pb.Action | str, target: Target | str | Sequence[str], key: SigningKey, host: str,
+                site: str, *, actor: str = "", actor_role: str = "", approved_by: str = "", ttl_s: int = DEFAULT_TTL_S,
                 command_id: str | None = None) -> pb.CommandResult:
         """Sign ``action`` on ``target`` for ``host`` of ``site`` with ``key`` and send it.
 
@@ -113,7 +113,7 @@ class AgentClient:
 
     def watch_health(self, timeout: float | None = None) -> Iterator[telemetry_pb2.HostHealth]:
         """One HostHealth now, then one per sample; ``cancel()`` the returned call to stop."""
-        return self._stub.WatchHealth(pb.HealthRequest(), timeout=timeout)  # type: ignore[no-any-return]
+        return self._stub.WatchHealth(pb.HealthRequest(), timeout=timeout)
 
     def check(self, service: str = "") -> int:
         """The standard health check's status for ``service`` (``HealthCheckResponse.SERVING`` = 1)."""

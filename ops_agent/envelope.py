@@ -64,7 +64,7 @@ def payload_sha256(command: pb.SignedCommand) -> bytes:
     return hashlib.sha256(command.payload).digest()
 
 
-def new_payload(*, audience_host: str, site_id: str, action: int, target: Target, actor: str = "",
+def new_payload(*, audience_host: str, site_id: str, action: pb.Action, target: Target, actor: str = "",
                 actor_role: str = "", approved_by: str = "", ttl_s: int = DEFAULT_TTL_S,
                 command_id: str | None = None, now: float | None = None) -> pb.CommandPayload:
     """A version-1 payload with a fresh command id and nonce, valid from ``now`` for ``ttl_s`` seconds.
@@ -103,7 +103,7 @@ def _unknown_field_path(message: Message, path: str = "payload") -> str | None:
     """Where ``message`` (or a message inside it) carries fields its schema does not know, or None."""
     unknown = UnknownFieldSet(message)
     if len(unknown):
-        numbers = sorted({f.field_number for f in unknown})
+        numbers = sorted({unknown[i].field_number for i in range(len(unknown))})  # its stub declares no __iter__
         return f"{path}: field number(s) {', '.join(map(str, numbers))}"
     for descriptor, value in message.ListFields():
         if descriptor.message_type is not None:

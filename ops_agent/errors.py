@@ -28,7 +28,7 @@ class Rejected(AgentError):
     carries key material or signature bytes, because it is logged and returned to the caller.
     """
 
-    def __init__(self, reason: int, detail: str) -> None:
+    def __init__(self, reason: ops_agent_pb2.RejectReason, detail: str) -> None:
         super().__init__(f"{ops_agent_pb2.RejectReason.Name(reason)}: {detail}")
         self.reason = reason
         self.detail = detail

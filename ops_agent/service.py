@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 class Verdict(NamedTuple):
     """What an error means for a command: its ``Outcome``, ``RejectReason`` (0 unless rejected) and message."""
 
-    outcome: int
-    reason: int
+    outcome: pb.Outcome
+    reason: pb.RejectReason
     message: str
     expected: bool = True  # False for a bug: the caller logs its traceback
 
@@ -65,12 +65,14 @@ def outcome_of(exc: BaseException, site: str) -> Verdict:
     if isinstance(exc, Rejected):
         return Verdict(pb.OUTCOME_REJECTED, exc.reason, exc.detail)
     if isinstance(exc, ControlRefused):
-        return Verdict(pb.OUTCOME_REFUSED, 0, f"refused by site {site}: {exc}")
+        return Verdict(pb.OUTCOME_REFUSED, pb.REJECT_REASON_UNSPECIFIED, f"refused by site {site}: {exc}")
     if isinstance(exc, UnknownAction):
-        return Verdict(pb.OUTCOME_FAILED, 0, str(exc))
+        return Verdict(pb.OUTCOME_FAILED, pb.REJECT_REASON_UNSPECIFIED, str(exc))
     if isinstance(exc, SITE_ERRORS):
-        return Verdict(pb.OUTCOME_FAILED, 0, f"site {site} unreachable: {short_error(exc)}")
-    return Verdict(pb.OUTCOME_FAILED, 0, f"internal error: {short_error(exc)}", expected=False)
+        return Verdict(pb.OUTCOME_FAILED, pb.REJECT_REASON_UNSPECIFIED,
+                       f"site {site} unreachable: {short_error(exc)}")
+    return Verdict(pb.OUTCOME_FAILED, pb.REJECT_REASON_UNSPECIFIED, f"internal error: {short_error(exc)}",
+                   expected=False)
 
 
 class _InFlight:

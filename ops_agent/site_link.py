@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from operator import methodcaller
 from pathlib import Path
 from typing import TypeVar
 
@@ -110,7 +111,8 @@ class HostStatePusher(threading.Thread):
                         self.pushed = None
                 continue
             try:
-                self.link.call(lambda site, state=wanted: site.control("mark-host", host=self.host, state=state))
+                # methodcaller binds this pass's state (a lambda default would, but mypy cannot type that lambda).
+                self.link.call(methodcaller("control", "mark-host", host=self.host, state=wanted))
             except (ControlRefused, *SITE_ERRORS) as exc:
                 # Once per state at warning level: a host whose workers have not reported yet is refused for a while.
                 level = logging.WARNING if failed != wanted else logging.DEBUG

@@ -193,7 +193,7 @@ def _expand_plan(ws: Workspace, args: Args, done: Done) -> list[Planned]:
     script = done["script"]
     project_id = ws.load_document(script["project"], Project).id
     added: list[Planned] = []
-    placements = []
+    placements: list[dict[str, Any]] = []  # stage id, shot id and start of each voice line
     for placement in steps.voice_placements(shotlist, manifest, plan):
         stage_id = f"voice:{placement.line.line_id}"
         added.append(Planned(stage_id, "voice", ("render_plan",),

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Integer, String, create_engine, event, select
+from sqlalchemy import JSON, DateTime, Integer, String, Table, create_engine, event, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 
 class Base(DeclarativeBase):
-    pass
+    # Every mapped class here is declared with __tablename__, so its __table__ is a Table (the
+    # base class types it as the wider FromClause, which has no typed primary key or insert).
+    __table__: ClassVar[Table]
 
 
 class ArtifactRow(Base):

@@ -94,7 +94,7 @@ class OperatorAction:
         summary: one sentence for help texts.
     """
 
-    action: int
+    action: pb.Action
     target: TargetKind
     control: str
     cli: str

@@ -103,8 +103,8 @@ def make_broker(url: str, namespace: str, handler: Handler | None = None,
         raise RuntimeError("stage actors run only in `cinefleet worker`")
 
     actors = {
-        queue: dramatiq.actor(handler or refuse, actor_name=actor_name(queue), queue_name=queue, broker=broker,
-                              max_retries=0, time_limit=float("inf"))
+        queue: dramatiq.actor(actor_name=actor_name(queue), queue_name=queue, broker=broker,
+                              max_retries=0, time_limit=float("inf"))(handler or refuse)
         for queue in QUEUES
     }
     return broker, actors

@@ -221,7 +221,7 @@ def _wait(client: Any, run_id: str) -> dict[str, Any]:
     progress = threading.Thread(target=show, name="progress", daemon=True)
     progress.start()
     try:
-        return client.wait(run_id)  # type: ignore[no-any-return]
+        return client.wait(run_id)
     finally:
         finished.set()
         progress.join()

@@ -256,7 +256,8 @@ class SiteClient:
     def host_state(self, host: str) -> str | None:
         """The state workers on ``host`` obey (None: never marked, which counts as healthy)."""
         state = self.redis.get(self.keys.host_state(host))
-        return None if state is None else state.decode()
+        # redis-py types replies bytes | str; this client (no decode_responses) gets bytes.
+        return None if state is None else state.decode()  # type: ignore[union-attr]
 
     @_site_errors
     def outbox(self, since: int) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ import re
 import secrets
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
@@ -120,7 +121,9 @@ def write_endpoints(endpoints: SiteEndpoints) -> None:
     folder = Path(endpoints.data_dir)
     secret = {name: getattr(endpoints, name) for name in SECRET_URLS
               if without_password(getattr(endpoints, name)) != getattr(endpoints, name)}
-    public = dataclasses.replace(endpoints, **{name: without_password(url) for name, url in secret.items()})
+    # Typed Any: these are str fields (SECRET_URLS), which dataclasses.replace cannot tell from a dict's keys.
+    bare: dict[str, Any] = {name: without_password(url) for name, url in secret.items()}
+    public = dataclasses.replace(endpoints, **bare)
     atomic_write(folder / SECRETS_FILE, json.dumps(secret, sort_keys=True).encode() + b"\n", mode=0o600)
     data = json.dumps(asdict(public), indent=2, sort_keys=True).encode() + b"\n"
     atomic_write(folder / SITE_FILE, data, mode=0o600)
@@ -139,7 +142,8 @@ def read_endpoints(site_id: str, data_dir: Path) -> SiteEndpoints:
     endpoints = SiteEndpoints(**{key: value for key, value in data.items() if key in known})
     if endpoints.site_id != site_id:
         raise SiteNotFound(f"{path}: belongs to site {endpoints.site_id!r}, not {site_id!r}")
-    return dataclasses.replace(endpoints, **_secrets(data_dir / SECRETS_FILE))
+    secrets: dict[str, Any] = _secrets(data_dir / SECRETS_FILE)  # str fields, as above
+    return dataclasses.replace(endpoints, **secrets)
 
 
 def _secrets(path: Path) -> dict[str, str]:

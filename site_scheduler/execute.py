@@ -36,7 +36,8 @@ class RedisHints:
         if stage not in self.STAGES:
             return None
         found = self.redis.hget(self.keys.hints(tenant_id, stage), key)
-        return None if found is None else found.decode()
+        # redis-py types replies bytes | str; this client (no decode_responses) gets bytes.
+        return None if found is None else found.decode()  # type: ignore[union-attr]
 
     def put(self, tenant_id: str, stage: str, key: str, output: str) -> None:
         if stage in self.STAGES:

@@ -37,7 +37,7 @@ class Intake:
         message = read(cls, raw, source)
         if message is not None:
             handle(message)
-        client.lrem(processing, 1, raw)
+        client.lrem(processing, 1, raw)  # type: ignore[arg-type]  # redis-py types the value str; bytes are sent as is
         return True
 
     def put_back(self) -> None:

@@ -34,7 +34,8 @@ class Liveness:
         """Mirror heartbeats into the workers table; returns True when stages were put back to run again."""
         self._synced = time.monotonic()
         keys, client = self.site.keys, self.site.redis
-        names = sorted(n.decode() for n in client.smembers(keys.workers))
+        # redis-py types replies bytes | str; this client (no decode_responses) gets bytes.
+        names = sorted(n.decode() for n in client.smembers(keys.workers))  # type: ignore[union-attr]
         pipe = client.pipeline(transaction=False)
         for name in names:  # every heartbeat and drain key in one round trip, twice a second
             pipe.hgetall(keys.worker(name))

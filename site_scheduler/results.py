@@ -44,8 +44,9 @@ class Results:
     def wait(self) -> None:
         """Sleep until a worker reports, or briefly: a result is what most often makes work."""
         keys = self.site.keys
-        self._woken_by = self.site.redis.blmove(keys.results, keys.processing(keys.results), IDLE_WAIT_S,
-                                                "LEFT", "RIGHT")
+        # redis-py types the timeout int (BLMOVE takes seconds as a double) and the reply bytes | str (ours: bytes).
+        self._woken_by = self.site.redis.blmove(  # type: ignore[assignment]
+            keys.results, keys.processing(keys.results), IDLE_WAIT_S, "LEFT", "RIGHT")  # type: ignore[arg-type]
 
     def take(self) -> bool:
         """Apply waiting results in one transaction; returns True when any were taken."""
@@ -72,7 +73,7 @@ class Results:
             self._apply(valid)
         pipe = client.pipeline(transaction=False)
         for raw in taken:
-            pipe.lrem(processing, 1, raw)
+            pipe.lrem(processing, 1, raw)  # type: ignore[arg-type]  # typed str by redis-py; bytes are sent as is
         now = time.time()
         for queue, members in self.graph.completed.items():
             pipe.zadd(keys.completed(queue), dict.fromkeys(members, now))

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipeline.registry import ArtifactRow, AssetCacheRow, DerivationRow
+from pipeline.registry import ArtifactRow, AssetCacheRow, Base, DerivationRow
 from pipeline.workspace import Workspace
 
 Rows = dict[str, list[dict[str, Any]]]
@@ -22,7 +22,7 @@ Rows = dict[str, list[dict[str, Any]]]
 
 def registry_rows(ws: Workspace) -> Rows:
     with Session(ws.registry.engine) as session:
-        def dump(table: type) -> list[dict[str, Any]]:
+        def dump(table: type[Base]) -> list[dict[str, Any]]:
             return [
                 {column.name: getattr(row, column.name) for column in table.__table__.columns}
                 for row in session.scalars(select(table))

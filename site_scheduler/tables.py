@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
-    pass
+    # Every mapped class here is declared with __tablename__, so its __table__ is a Table (the
+    # base class types it as the wider FromClause, which has no typed primary key or insert).
+    __table__: ClassVar[Table]
 
 
 class RunRow(Base):

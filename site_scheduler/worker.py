@@ -111,7 +111,8 @@ class WorkerState:
                                since=self.since, heartbeat=time.time(), started_at=self.started_at,
                                current_job=f"{job.run_id}/{job.stage_id}" if job else "")
         pipe = self.redis.pipeline()
-        pipe.hset(self.keys.worker(self.name), mapping=record.to_hash())
+        # redis-py's mapping type has an invariant key (str | bytes | ...), so no dict[str, ...] fits it.
+        pipe.hset(self.keys.worker(self.name), mapping=record.to_hash())  # type: ignore[arg-type]
         pipe.expire(self.keys.worker(self.name), HEARTBEAT_TTL_SECONDS)
         pipe.sadd(self.keys.workers, self.name)
         pipe.execute()
@@ -123,7 +124,7 @@ class SiteControls(Middleware):
     def __init__(self, state: WorkerState) -> None:
         self.state = state
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         payload = _payload(message.kwargs)
         if payload is None:
             raise SkipMessage()
@@ -156,7 +157,8 @@ def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
         job = _payload({"payload": payload})
         if job is None:
             return
-        ids = {"run_id": job.run_id, "stage_id": job.stage_id, "attempt": job.attempt, "worker": state.name}
+        ids: dict[str, Any] = {"run_id": job.run_id, "stage_id": job.stage_id, "attempt": job.attempt,
+                               "worker": state.name}
         with state.lock:
             state.current = job
         state.set_status(WorkerStatus.ACTIVE)

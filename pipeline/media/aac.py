@@ -135,8 +135,9 @@ def encode_aac(pcm: np.ndarray, out_path: Path, cache: PacketCache | None = None
             if cache is not None:
                 cache.put(keys[number], data)
         packets: list[bytes] = []
-        for index, ((low, high, purpose), data) in enumerate(zip(wanted, streams, strict=True)):
-            stream = _packets(data, purpose)  # type: ignore[arg-type]
+        for index, ((low, high, purpose), part) in enumerate(zip(wanted, streams, strict=True)):
+            assert part is not None, "every part was either cached or encoded above"
+            stream = _packets(part, purpose)
             # The last part must end exactly where the arithmetic says, or the timing below is off.
             if len(stream) < high or (index == len(chunks) - 1 and len(stream) != high):
                 raise MediaError(f"{purpose}: encoder gave {len(stream)} packets, expected {high}")

@@ -134,7 +134,7 @@ def normalise_loudness(
     ceiling = 10 ** (true_peak_db / 20)
     gain_db, slope = target_lufs - measured, 1.0
     previous: tuple[float, float] | None = None
-    out = np.empty(pcm.shape, dtype=np.float32)  # reused: fresh 200 MB buffers cost page faults
+    out: np.ndarray = np.empty(pcm.shape, dtype=np.float32)  # reused: fresh 200 MB buffers cost page faults
     for _ in range(4):
         applied = round(gain_db / GAIN_STEP_DB) * GAIN_STEP_DB
         np.multiply(pcm, np.float32(10 ** (applied / 20)), out=out)
@@ -148,7 +148,7 @@ def normalise_loudness(
         previous = (applied, output)
         gain_db = applied + (target_lufs - output) / slope
     peak = float(_peak(out).max())
-    report = {
+    report: dict[str, float | None] = {
         "measured_lufs": round(measured, 2),
         "gain_db": round(applied, 2),
         "output_lufs": round(output, 2),

@@ -158,20 +158,23 @@ def draw_card(
     draw.rectangle((0, 0, width - 1, height - 1), outline=accent, width=border)
     margin = width // 16
 
-    tag_font = _font(max(10, height // 18))
+    tag_size = max(10, height // 18)  # kept as an int: Pillow types FreeTypeFont.size as float
+    tag_font = _font(tag_size)
     tag = "PLACEHOLDER"
     left, top, right, bottom = draw.textbbox((0, 0), tag, font=tag_font)
-    pad = tag_font.size // 3
+    pad = tag_size // 3
     tag_box = (margin, margin, margin + right - left + 2 * pad, margin + bottom - top + 2 * pad)
     draw.rectangle(tag_box, fill=accent)
     draw.text((margin + pad - left, margin + pad - top), tag, font=tag_font, fill=_CARD_BACKGROUND)
 
-    body_font = _font(max(10, height // 22))
-    line_height = round(body_font.size * 1.35)
+    body_size = max(10, height // 22)
+    body_font = _font(body_size)
+    line_height = round(body_size * 1.35)
     body_top = tag_box[3] + line_height
     max_width = width - 2 * margin
     wrapped = [w for line in lines for w in _wrap(line, body_font, max_width)]
-    wrapped = _truncate(wrapped, max(1, (height - margin - body_top) // line_height), body_font, max_width)
+    # int(): Pillow types text boxes as floats, though for an integer origin they are whole pixels.
+    wrapped = _truncate(wrapped, max(1, int((height - margin - body_top) // line_height)), body_font, max_width)
     for index, line in enumerate(wrapped):
         draw.text((margin, body_top + index * line_height), line, font=body_font, fill=_CARD_TEXT)
     _save_png(image, out_png)
@@ -187,15 +190,16 @@ def draw_caption(text: str, width: int, out_png: Path) -> tuple[int, int]:
     base_size = max(10, round(width / 32))
     max_width = width * 0.88
     for factor in (1.0, 0.9, 0.8, 0.7):
-        font = _font(max(8, round(base_size * factor)))
+        size = max(8, round(base_size * factor))  # an int: Pillow types FreeTypeFont.size as float
+        font = _font(size)
         lines = _wrap(" ".join(text.split()), font, max_width)
         if len(lines) <= _CAPTION_MAX_LINES:
             break
     lines = _truncate(lines, _CAPTION_MAX_LINES, font, max_width)
 
-    stroke = max(1, font.size // 14)
-    line_height = round(font.size * 1.25)
-    pad_x, pad_y = font.size // 2, font.size // 4
+    stroke = max(1, size // 14)
+    line_height = round(size * 1.25)
+    pad_x, pad_y = size // 2, size // 4
     text_w = max(font.getlength(line) for line in lines)
     height = len(lines) * line_height + 2 * pad_y
     image = Image.new("RGBA", (width, height), (0, 0, 0, 0))

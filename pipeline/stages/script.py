@@ -122,10 +122,11 @@ def implied_facts(
     """What a scene asserts without saying so: everyone present is alive and at its location,
     and a line credited to a name asserts that name. Shared with the canon gate, which re-derives
     these from the Script so it never depends on a generator having stated them."""
+    implied: tuple[tuple[CharacterField, str], ...] = (("status", "alive"), ("location_id", location_id))
     facts = [
         CharacterFact(character_id=character_id, field=field, value=value)
         for character_id in present
-        for field, value in (("status", "alive"), ("location_id", location_id))
+        for field, value in implied
     ]
     facts += [
         CharacterFact(character_id=speaker_id, field="name", value=name)

@@ -17,7 +17,7 @@ import math
 from pipeline.canonical import digest
 from pipeline.models import Canon, Script, ShotList
 from pipeline.models.script import Scene, ScriptLine
-from pipeline.models.shotlist import AudioIntent, Movement, Shot, ShotLine
+from pipeline.models.shotlist import AudioIntent, Movement, Shot, ShotLine, ShotTemplate
 
 #: Speaking rate the timing assumes; slower than espeak-ng's default so a voice fits its shot.
 WORDS_PER_SECOND = 2.4
@@ -65,6 +65,7 @@ def _dialogue(scene: Scene, line: ScriptLine, canon: Canon, first_for_speaker: b
     lead = math.ceil(LEAD_SECONDS * fps)
     speech = math.ceil(speech_seconds(line.text) * fps)
     tail = math.ceil(TAIL_SECONDS * fps)
+    template: ShotTemplate
     if first_for_speaker:
         character = canon.character(line.speaker_id)
         template, framing = "closeup", "close-up"

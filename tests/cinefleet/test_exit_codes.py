@@ -72,6 +72,7 @@ def test_a_grpc_error_is_unreachable_unless_the_agent_refused_the_caller() -> No
 
 def test_every_component_maps_through_the_one_table(tmp_path: Path) -> None:
     # A site that is not there: unreachable, for the site commands and submit alike
+    args: tuple[str | Path, ...]
     for args in (("site", "workers"), ("site", "pause-queue", "cpu_queue"), ("submit", ROOT / "examples" / "pilot" /
                                                                               "project.json")):
         result = cinefleet(*args, "--site", "nowhere", "--data-dir", tmp_path / "nowhere")

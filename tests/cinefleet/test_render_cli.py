@@ -109,8 +109,13 @@ def _sparse(path: Path, size: int) -> None:
         handle.truncate(size)
 
 
+def _self_link(path: Path) -> None:
+    path.unlink()
+    path.symlink_to(path.name)
+
+
 #: Each case: what to do to a copy of the pilot, the project file to render, and what the message says.
-UNTRUSTED_FILES: dict[str, tuple[Callable[[Path], None], str, list[str]]] = {
+UNTRUSTED_FILES: dict[str, tuple[Callable[[Path], object], str, list[str]]] = {  # what the change returns is unused
     "project file is a FIFO": (lambda p: _fifo(p / "fifo.json"), "fifo.json", ["fifo.json: is a FIFO",
                                                                              "expected a regular file"]),
     "canon file is a FIFO": (lambda p: _fifo(p / "canon.json"), "project-external-canon.json",
@@ -133,8 +138,8 @@ UNTRUSTED_FILES: dict[str, tuple[Callable[[Path], None], str, list[str]]] = {
     "asset just over the pixel cap": (
         lambda p: (p / "assets" / "bg_lighthouse.png").write_bytes(_png_header(8000, 5001)), "project.json",
         ["(asset 'bg_lighthouse')", "8000x5001 = 40008000 pixels", "expected an image of at most 40000000 pixels"]),
-    "canon symlink loop": (lambda p: ((p / "canon.json").unlink(), (p / "canon.json").symlink_to("canon.json")),
-                           "project-external-canon.json", ["field 'canon'", "cannot be resolved"]),
+    "canon symlink loop": (lambda p: _self_link(p / "canon.json"), "project-external-canon.json",
+                           ["field 'canon'", "cannot be resolved"]),
 }
 
 

@@ -133,6 +133,7 @@ def test_the_site_api_allows_the_rows_and_mark_host_only(site: Site) -> None:
 
 def test_cinefleet_site_has_one_command_per_row(site: Site) -> None:
     site_group = app.registered_groups[[g.name for g in app.registered_groups].index("site")].typer_instance
+    assert site_group is not None
     names = {command.name for command in site_group.registered_commands}
     assert names == SITE_READS | {row.cli for row in ACTIONS} | {MARK_HOST}
     runner = CliRunner()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -62,7 +62,7 @@ class Kit:
     def bundle(self) -> Path:
         return keys.KeyFolder(self.folder).bundle
 
-    def payload(self, action: int = pb.ACTION_PAUSE_QUEUE, target: Target | None = None, *,
+    def payload(self, action: pb.Action = pb.ACTION_PAUSE_QUEUE, target: Target | None = None, *,
                 now: float | None = None, ttl_s: int = 60, **fields: Any) -> pb.CommandPayload:
         """A command for this agent; by default one that would pause cpu_queue if it got through."""
         payload = new_payload(audience_host=HOST, site_id=SITE, action=action,
@@ -72,7 +72,7 @@ class Kit:
             setattr(payload, name, value)
         return payload
 
-    def command(self, action: int = pb.ACTION_PAUSE_QUEUE, target: Target | None = None, *,
+    def command(self, action: pb.Action = pb.ACTION_PAUSE_QUEUE, target: Target | None = None, *,
                 key: SigningKey | None = None, **fields: Any) -> pb.SignedCommand:
         return sign(self.payload(action, target, **fields), key or self.key)
 
@@ -249,7 +249,8 @@ CORPUS: dict[str, tuple[Callable[[Kit], bytes], int]] = {
                         pb.REJECT_TTL_TOO_LONG),
     "another host": (lambda k: k.command(audience_host="agent-elsewhere").SerializeToString(), pb.REJECT_WRONG_HOST),
     "another site": (lambda k: k.command(site_id="t2").SerializeToString(), pb.REJECT_WRONG_SITE),
-    "unknown action": (lambda k: k.command(action=99).SerializeToString(), pb.REJECT_UNKNOWN_ACTION),
+    # cast: 99 is deliberately a value the Action enum does not define.
+    "unknown action": (lambda k: k.command(action=cast(pb.Action, 99)).SerializeToString(), pb.REJECT_UNKNOWN_ACTION),
     "unspecified action": (lambda k: k.command(action=pb.ACTION_UNSPECIFIED).SerializeToString(),
                            pb.REJECT_UNKNOWN_ACTION),
     "target of the wrong kind": (lambda k: k.command(pb.ACTION_DRAIN_WORKER, pb.QueueRef(name="cpu_queue"))
@@ -570,7 +571,7 @@ def test_a_degraded_host_is_streamed_and_pushed_to_the_site(tls_agent: AgentProc
 
 
 def test_agent_serve_refuses_bad_options_with_exit_2(site: Site, kit: Kit, tmp_path: Path) -> None:
-    base = ["agent", "serve", "--host", "agent-bad", "--site", SITE, "--data-dir", site.data_dir,
+    base: list[str | Path] = ["agent", "serve", "--host", "agent-bad", "--site", SITE, "--data-dir", site.data_dir,
             "--state-dir", tmp_path / "state", "--trust", kit.bundle]
     for extra, message in ((["--listen", "0.0.0.0:0"], "without --tls-dir the agent listens on a loopback address"),
                            (["--workers", "w1=gpu_queue"], "worker w1: queue 'gpu_queue': expected one of"),

@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 from ops_agent.envelope import (
     MAX_ENVELOPE_BYTES,
     PAYLOAD_TYPE,
+    Target,
     Verifier,
     new_payload,
     pae,
@@ -201,10 +202,11 @@ def test_a_bad_command_is_refused_with_its_reason(case: str, kit: Kit) -> None:
 
 
 def test_a_valid_command_of_each_action_passes(kit: Kit) -> None:
-    targets = {pb.ACTION_DRAIN_WORKER: pb.WorkerRef(name="w1"), pb.ACTION_UNDRAIN_WORKER: pb.WorkerRef(name="w1"),
-               pb.ACTION_RESTART_WORKER: pb.WorkerRef(name="w1"), pb.ACTION_PAUSE_QUEUE: pb.QueueRef(name="cpu_queue"),
-               pb.ACTION_RESUME_QUEUE: pb.QueueRef(name="cpu_queue"), pb.ACTION_CANCEL_RUN: pb.RunRef(run_id="r1"),
-               pb.ACTION_RETRY_STAGE: pb.StageRef(run_id="r1", stage_id="shot:s01")}
+    targets: dict[pb.Action, Target] = {
+        pb.ACTION_DRAIN_WORKER: pb.WorkerRef(name="w1"), pb.ACTION_UNDRAIN_WORKER: pb.WorkerRef(name="w1"),
+        pb.ACTION_RESTART_WORKER: pb.WorkerRef(name="w1"), pb.ACTION_PAUSE_QUEUE: pb.QueueRef(name="cpu_queue"),
+        pb.ACTION_RESUME_QUEUE: pb.QueueRef(name="cpu_queue"), pb.ACTION_CANCEL_RUN: pb.RunRef(run_id="r1"),
+        pb.ACTION_RETRY_STAGE: pb.StageRef(run_id="r1", stage_id="shot:s01")}
     assert sorted(targets) == sorted(v for v in pb.Action.values() if v != pb.ACTION_UNSPECIFIED)
     for action, target in targets.items():
         payload = new_payload(audience_host=HOST, site_id=SITE, action=action, target=target, now=NOW)

@@ -6,9 +6,10 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,8 @@ def test_a_line_with_a_duplicate_key_fails_verification_by_line(tmp_path: Path) 
     lambda e: json.dumps(e, separators=(",", ":")).encode(),                # keys out of order
     lambda e: json.dumps(e, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(),  # \u escapes
 ], ids=["spaces", "key-order", "ascii-escapes"])
-def test_any_non_canonical_re_encoding_fails_verification(reencode, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_any_non_canonical_re_encoding_fails_verification(reencode: Callable[[dict[str, Any]], bytes],
+                                                           tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     with AuditLog(path, clock=lambda: 1.0) as log:
         for n in range(3):
@@ -102,7 +104,8 @@ def test_garbage_in_a_line_is_named_by_line_without_a_traceback(garbage: bytes, 
     lambda line: b'{"seq":' + b"7" * 5000 + b"}\n",
     lambda line: json.dumps(json.loads(line), sort_keys=True).encode() + b"\n",
 ], ids=["duplicate-key", "5000-digit", "non-canonical"])
-def test_the_agent_refuses_to_start_on_an_unsound_head_naming_the_line(last, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_agent_refuses_to_start_on_an_unsound_head_naming_the_line(last: Callable[[bytes], bytes],
+                                                                      tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     lines = _write_log(path, 3)
     path.write_bytes(b"".join([*lines[:2], last(lines[2])]))
@@ -233,7 +236,8 @@ def _varint(value: int) -> bytes:
 def _encode_with(payload: pb.CommandPayload, name: str, field_bytes: bytes) -> bytes:
     """``payload``'s encoding, fields in number order, with field ``name`` written as ``field_bytes``."""
     body = b""
-    for descriptor in sorted(payload.DESCRIPTOR.fields, key=lambda f: f.number):
+    by_number = payload.DESCRIPTOR.fields_by_number
+    for descriptor in (by_number[number] for number in sorted(by_number)):
         if descriptor.name == name:
             body += field_bytes
         elif payload.HasField(descriptor.name) if descriptor.containing_oneof else True:

@@ -31,15 +31,17 @@ def test_the_outcome_ladder() -> None:
     assert outcome_of(Rejected(pb.REJECT_EXPIRED, "expires_at: too old"), SITE) == Verdict(
         pb.OUTCOME_REJECTED, pb.REJECT_EXPIRED, "expires_at: too old")
     assert outcome_of(ControlRefused("queue 'cpu_queue' is already paused"), SITE) == Verdict(
-        pb.OUTCOME_REFUSED, 0, f"refused by site {SITE}: queue 'cpu_queue' is already paused")
+        pb.OUTCOME_REFUSED, pb.REJECT_REASON_UNSPECIFIED,
+        f"refused by site {SITE}: queue 'cpu_queue' is already paused")
     assert outcome_of(UnknownAction("action 9: not allow-listed"), SITE) == Verdict(
-        pb.OUTCOME_FAILED, 0, "action 9: not allow-listed")
+        pb.OUTCOME_FAILED, pb.REJECT_REASON_UNSPECIFIED, "action 9: not allow-listed")
     for down in (SiteError("no answer"), redis.exceptions.ConnectionError("refused")):
         verdict = outcome_of(down, SITE)
         assert verdict.outcome == pb.OUTCOME_FAILED and verdict.expected
         assert verdict.message == f"site {SITE} unreachable: {type(down).__name__}: {down}"
     bug = outcome_of(KeyError("stage_id"), SITE)
-    assert bug == Verdict(pb.OUTCOME_FAILED, 0, "internal error: KeyError: 'stage_id'", expected=False)
+    assert bug == Verdict(pb.OUTCOME_FAILED, pb.REJECT_REASON_UNSPECIFIED, "internal error: KeyError: 'stage_id'",
+                          expected=False)
 
 
 @dataclass
@@ -68,7 +70,7 @@ def service(site: Site, tmp_path: Path) -> Iterator[Service]:
         link.close()
 
 
-def _raw(service: Service, action: int, queue: str) -> bytes:
+def _raw(service: Service, action: pb.Action, queue: str) -> bytes:
     payload = new_payload(audience_host=HOST, site_id=SITE, action=action, target=pb.QueueRef(name=queue))
     return sign(payload, service.key).SerializeToString()
 

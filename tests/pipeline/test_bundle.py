@@ -43,7 +43,7 @@ def test_a_bundle_keeps_what_was_read_whatever_happens_to_the_files(project: Pat
 
         opened = open_bundle(ws, first)
         assert opened.project.beats[0].dialogue[0].text == original_line
-        path = opened.library.file("bg_lighthouse.png")
+        path = opened.library.files.get("bg_lighthouse")
         assert path is not None and path.read_bytes() == original_image
         assert put_bundle(ws, gather(load_project(project))) != first, "an edit makes another bundle"
 

@@ -19,7 +19,7 @@ from site_scheduler.testing import Site
 def test_malformed_messages_are_dropped_and_the_scheduler_goes_on(site: Site) -> None:
     site.start_worker("w1")
     keys, client = site.client.keys, site.client.redis
-    malformed = {
+    malformed: dict[str, list[bytes | str]] = {
         keys.submissions: [b"{ not json", json.dumps({"run_id": "r-bad", "stages": []}),
                            json.dumps({"run_id": "r-kind", "tenant_id": "default", "out": "/tmp/x",
                                        "stages": [{"stage_id": "a", "kind": "no-such-kind"}]})],

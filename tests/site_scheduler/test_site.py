@@ -366,7 +366,8 @@ def test_a_worker_killed_mid_shot_loses_nothing(site: Site, pilot: Path, tmp_pat
     from site_scheduler.worker import WorkerState
 
     keys, client = site.client.keys, site.client.redis
-    assert int(client.hget(keys.attempts(run_id), str(shot["stage_id"]))) == 2
+    attempts = client.hget(keys.attempts(run_id), str(shot["stage_id"]))
+    assert attempts is not None and int(attempts) == 2
     state = WorkerState("probe", keys, client, ["cpu_queue"], "here")
     stale = StagePayload(run_id=run_id, stage_id=str(shot["stage_id"]), attempt=1, kind="shot", tenant_id="default")
     assert state.gate(stale, "cpu_queue") == "skip"

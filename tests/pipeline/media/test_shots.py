@@ -6,6 +6,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import imageio_ffmpeg
 import numpy as np
@@ -24,7 +25,7 @@ def covered(picture: Path, tmp_path: Path) -> Path:
     return out
 
 
-def _spec(image: Path, kind: shots.ShotKind = "still", frames: int = 30, **changes: object) -> shots.ShotSpec:
+def _spec(image: Path, kind: shots.ShotKind = "still", frames: int = 30, **changes: Any) -> shots.ShotSpec:
     spec = shots.ShotSpec(kind=kind, image=image, frames=frames, fps=FPS, width=WIDTH, height=HEIGHT)
     return replace(spec, **changes)
 
