@@ -23,11 +23,12 @@ from ops_agent.nonces import NonceStore
 from ops_agent.rejections import RejectionWindows
 from ops_agent.service import CommandService
 from ops_agent.site_link import SiteLink
+from ops_agent.testing import AgentProcess
 from ops_agent.trust import TrustFile
+from pipeline.testing import wait_for
 from protos import ops_agent_pb2 as pb
 from protos import telemetry_pb2 as telemetry
-from tests.ops_agent.harness import AgentProcess, wait_for
-from tests.site_scheduler.conftest import SITE, Site
+from site_scheduler.testing import SITE, Site
 
 HOST = "audit-host"
 GENEROUS = ["--load-per-cpu", "1000", "--memory-high", "1.0", "--disk-high-water", "1.0"]

@@ -17,10 +17,10 @@ from grpc_health.v1 import health_pb2
 from ops_agent import keys
 from ops_agent.keys import SigningKey
 from ops_agent.servicer import SERVICE
+from ops_agent.testing import AgentProcess
 from protos import ops_agent_pb2 as pb
-from tests.ops_agent.harness import AgentProcess
+from site_scheduler.testing import SITE, Site
 from tests.ops_agent.stall import StalledCalls
-from tests.site_scheduler.conftest import SITE, Site
 
 HOST = "agent-avail"
 GENEROUS = ["--load-per-cpu", "1000", "--memory-high", "1.0", "--disk-high-water", "1.0"]

@@ -20,7 +20,7 @@ from pipeline.documents import MAX_DOCUMENT_BYTES
 from pipeline.testing import pilot_project
 from site_scheduler.api import MAX_BODY_BYTES
 from site_scheduler.config import SITE_FILE, TOKEN_FILE
-from tests.site_scheduler.conftest import Site
+from site_scheduler.testing import Site
 
 #: Every route of the API, and one that does not exist: none may answer without the token.
 ROUTES = [("GET", "/health"), ("GET", "/runs"), ("GET", "/runs/x"), ("GET", "/workers"), ("GET", "/queues"),

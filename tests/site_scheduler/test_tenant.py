@@ -12,8 +12,8 @@ import httpx
 
 from pipeline.testing import pilot_project
 from site_scheduler.config import read_endpoints
+from site_scheduler.testing import SITE, Site
 from tests.pipeline.conftest import require_espeak
-from tests.site_scheduler.conftest import SITE, Site
 
 
 def _claims_b(data: dict[str, Any]) -> None:
