@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.testing import wait_for
 from site_scheduler.client import SiteClient
 from site_scheduler.config import SiteEndpoints, sqlite_url_for
 from site_scheduler.errors import SiteError, SiteUnreachable, SubmissionRefused
@@ -37,7 +38,9 @@ def test_malformed_messages_are_dropped_and_the_scheduler_goes_on(site: Site) ->
     assert site.client.run("r-bad") is None and site.client.run("r-kind") is None
     for source in malformed:
         assert client.llen(keys.processing(source)) == 0, f"{source}: every item was taken and dropped"
-    log = (site.logs / "scheduler.log").read_text()
+    # Heartbeats are read twice a second, apart from the run: wait for the scheduler's next look.
+    log = wait_for(lambda: (text := (site.logs / "scheduler.log").read_text()) if "malformed heartbeat" in text
+                   else None, "the malformed heartbeat to be read and dropped", timeout=30)
     assert "dropped a malformed Submission" in log and "stages.0.kind" in log
     assert "dropped a malformed StageResult" in log and "dropped a malformed Control" in log
     assert "dropped a malformed heartbeat" in log and "ghost" not in {w["name"] for w in site.client.workers()}
