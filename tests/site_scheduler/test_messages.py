@@ -39,8 +39,11 @@ def test_malformed_messages_are_dropped_and_the_scheduler_goes_on(site: Site) ->
     for source in malformed:
         assert client.llen(keys.processing(source)) == 0, f"{source}: every item was taken and dropped"
     # Heartbeats are read twice a second, apart from the run: wait for the scheduler's next look.
-    log = wait_for(lambda: (text := (site.logs / "scheduler.log").read_text()) if "malformed heartbeat" in text
-                   else None, "the malformed heartbeat to be read and dropped", timeout=30)
+    def read_log() -> str | None:
+        text = (site.logs / "scheduler.log").read_text()
+        return text if "dropped a malformed heartbeat" in text else None
+
+    log = wait_for(read_log, "the malformed heartbeat to be read and dropped", timeout=30)
     assert "dropped a malformed Submission" in log and "stages.0.kind" in log
     assert "dropped a malformed StageResult" in log and "dropped a malformed Control" in log
     assert "dropped a malformed heartbeat" in log and "ghost" not in {w["name"] for w in site.client.workers()}
