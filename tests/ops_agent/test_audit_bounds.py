@@ -210,8 +210,11 @@ def test_over_grpc_an_unwritable_audit_is_unavailable_and_health_degraded(site: 
             details = refused.value.details() or ""
             assert "audit log cannot be written" in details and "/" not in details, details
             assert not _paused(site)
-            degraded = wait_for(lambda: (h := client.get_health()).state == telemetry.HOST_STATE_DEGRADED and h,
-                                "health to say degraded", timeout=15)
+            def degraded_health() -> telemetry.HostHealth | None:
+                health = client.get_health()
+                return health if health.state == telemetry.HOST_STATE_DEGRADED else None
+
+            degraded = wait_for(degraded_health, "health to say degraded", timeout=15)
             assert any("audit log cannot be written" in r for r in degraded.reasons), degraded.reasons
     finally:
         agent.close()

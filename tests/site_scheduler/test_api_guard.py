@@ -47,8 +47,10 @@ def test_every_route_needs_the_token_from_the_0600_file(site: Site) -> None:
     assert len(token) >= 32
     with _client(site, token=False) as anonymous:
         for method, path in ROUTES:
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {token}x"},
-                            {"Authorization": f"Basic {token}"}, {"Authorization": "Bearer é".encode()}):
+            bad_headers: tuple[dict[str, str] | dict[bytes, bytes], ...] = (
+                {}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {token}x"},
+                {"Authorization": f"Basic {token}"}, {b"Authorization": "Bearer é".encode()})
+            for headers in bad_headers:
                 answer = anonymous.request(method, path, headers=headers, json={"action": "drain-worker"})
                 assert answer.status_code == 401, (method, path, headers, answer.text)
                 assert TOKEN_FILE in answer.json()["detail"] and answer.headers["www-authenticate"] == "Bearer"

@@ -29,8 +29,12 @@ def test_projects_claiming_another_tenant_render_for_the_sites_tenant(tmp_path: 
     require_espeak()
     projects = tmp_path / "projects"
     first = pilot_project(projects / "one" / "project.json", _claims_b)
-    second = pilot_project(projects / "two" / "project.json",
-                           lambda data: (_claims_b(data), data.update(title="Another pilot")))
+
+    def claims_b_with_another_title(data: dict[str, Any]) -> None:
+        _claims_b(data)
+        data["title"] = "Another pilot"
+
+    second = pilot_project(projects / "two" / "project.json", claims_b_with_another_title)
     with Site(data_dir=tmp_path / "site", logs=tmp_path / "logs", tenant="a", project_roots=[projects]) as site:
         assert read_endpoints(SITE, site.data_dir).tenant == "a"
         site.start_worker("w1")
