@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from ops_agent.errors import AuditLogError, AuditUnavailable
+from ops_agent.files import fsync_dir
 from protos import ops_agent_pb2 as pb
 
 #: The ``prev_hash`` of the first entry.
@@ -292,7 +293,7 @@ class AuditLog:
             raise
         old, self._fd = self._fd, fd
         os.close(old)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def close(self) -> None:
         with self._lock:
@@ -305,14 +306,6 @@ class AuditLog:
                  trace: TracebackType | None) -> None:
         self.close()
 
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a folder be opened for fsync
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,7 @@ The signed command envelope still authorizes every action; mTLS only says who is
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ops_agent.errors import AgentInputError
-from ops_agent.files import write_file
+from ops_agent.files import fsync_dir, write_file
 
 DEFAULT_TRUST_DOMAIN = "cinefleet.local"
 #: The client identity ``init`` issues for the operator / control plane.
@@ -134,7 +132,7 @@ def init(dir: Path, hosts: Sequence[str], trust_domain: str = DEFAULT_TRUST_DOMA
                       ca=(ca_cert, ca_key), now=now)
     written.append(_write(dir / "ca.key", _key_pem(ca_key), 0o600))
     written.append(_write(dir / "ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM), 0o644))
-    _fsync_dir(dir)
+    fsync_dir(dir)
     return written
 
 
@@ -174,14 +172,6 @@ def _write(path: Path, data: bytes, mode: int) -> Path:
     write_file(path, data, mode)
     return path
 
-
-def _fsync_dir(dir: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a folder be opened for fsync
-        fd = os.open(dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def read(path: Path) -> bytes:

@@ -26,6 +26,7 @@ from ops_agent.errors import Rejected
 from ops_agent.keys import REVOKED, SigningKey, TrustBundle, TrustedKey
 from ops_agent.nonces import NonceStore
 from protos import ops_agent_pb2 as pb
+from tests.ops_agent.protowire import varint
 
 NOW = 1_750_000_000.0
 HOST, SITE = "host-a", "site-1"
@@ -98,18 +99,10 @@ def kit(tmp_path: Path) -> Iterator[Kit]:
     built.nonces.close()
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
 
 def _field(number: int, data: bytes) -> bytes:
     """A length-delimited protobuf field, written by hand so tests can build what no encoder would."""
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
+    return varint(number << 3 | 2) + varint(len(data)) + data
 
 
 def _resigned(kit: Kit, body: bytes, key: SigningKey | None = None) -> pb.SignedCommand:

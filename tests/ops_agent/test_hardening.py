@@ -21,6 +21,7 @@ from ops_agent.keys import REVOKED, SigningKey, TrustBundle, TrustedKey
 from ops_agent.nonces import NonceStore
 from ops_agent.trust import TrustFile
 from protos import ops_agent_pb2 as pb
+from tests.ops_agent.protowire import varint
 
 NOW = 1_750_000_000.0
 HOST, SITE = "host-a", "site-1"
@@ -224,14 +225,6 @@ def verifier(tmp_path: Path) -> Iterator[tuple[Verifier, SigningKey]]:
     nonces.close()
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
 
 def _encode_with(payload: pb.CommandPayload, name: str, field_bytes: bytes) -> bytes:
     """``payload``'s encoding, fields in number order, with field ``name`` written as ``field_bytes``."""
@@ -267,7 +260,7 @@ ACTION_TAG = pb.CommandPayload.DESCRIPTOR.fields_by_name["action"].number << 3
 def test_an_action_of_2_pow_32_plus_4_is_refused_as_malformed(verifier: tuple[Verifier, SigningKey]) -> None:
     check, key = verifier
     payload = _pause()
-    body = _encode_with(payload, "action", _varint(ACTION_TAG) + _varint(2**32 + pb.ACTION_PAUSE_QUEUE))
+    body = _encode_with(payload, "action", varint(ACTION_TAG) + varint(2**32 + pb.ACTION_PAUSE_QUEUE))
     # A lenient reader takes it for pause-queue: the ambiguity this check closes.
     assert pb.CommandPayload.FromString(body).action == pb.ACTION_PAUSE_QUEUE
     with pytest.raises(Rejected) as refused:
@@ -305,13 +298,13 @@ def test_other_non_canonical_encodings_are_refused(variant: str, verifier: tuple
     check, key = verifier
     payload = _pause()
     if variant == "non-minimal varint":
-        body = _encode_with(payload, "action", _varint(ACTION_TAG) + bytes([0x80 | pb.ACTION_PAUSE_QUEUE, 0x00]))
+        body = _encode_with(payload, "action", varint(ACTION_TAG) + bytes([0x80 | pb.ACTION_PAUSE_QUEUE, 0x00]))
     elif variant == "default value sent":
-        body = sign(payload, key).payload + _varint(pb.CommandPayload.DESCRIPTOR.fields_by_name["approved_by"].number
+        body = sign(payload, key).payload + varint(pb.CommandPayload.DESCRIPTOR.fields_by_name["approved_by"].number
                                                     << 3 | 2) + b"\x00"
     else:
         canonical = sign(payload, key).payload
-        body = _encode_with(payload, "version", b"") + _varint(1 << 3) + _varint(1)
+        body = _encode_with(payload, "version", b"") + varint(1 << 3) + varint(1)
         assert pb.CommandPayload.FromString(body) == pb.CommandPayload.FromString(canonical)
     with pytest.raises(Rejected) as refused:
         check.verify(_signed(key, body))
