@@ -202,6 +202,8 @@ class Agent:
         """One health sample, published to the streams; the state is handed to the pusher."""
         sample = self.monitor.sample([self.audit.problem] if self.audit.problem else [])
         sample.trusted_key_ids.extend(self.trust.usable_key_ids(time.time()))
+        sample.trust_bundle_version = self.trust.bundle.version
+        sample.trust_problem = self.trust.problem or ""
         self.board.publish(sample)
         state = STATE_NAMES.get(sample.state)
         if state is not None:

@@ -90,6 +90,8 @@ class TrustFile:
         self._floor_file = floor_file
         self._floor = Floor.read(floor_file)
         self.bundle = TrustBundle(0, ())
+        #: Why the bundle file on disk is not the one in use (it was refused), or None.
+        self.problem: str | None = None
         if path.exists():
             bundle = TrustBundle.load(path)  # a broken bundle at start is the operator's to fix
             refusal = self._floor.refusal(bundle)
@@ -127,19 +129,25 @@ class TrustFile:
             try:
                 bundle = TrustBundle.load(self.path)
             except KeyStoreError as exc:
-                log.error("trust bundle REFUSED, keeping version %s in use: %s", self.bundle.version, exc)
+                self._refused(str(exc))
                 return
             if bundle.sha256 == self.bundle.sha256:
-                return  # the same bundle saved again
+                self.problem = None
+                return  # the same bundle saved again (or the genuine one put back)
             refusal = self._floor.refusal(bundle)
             if refusal is not None:
-                log.error("trust bundle %s REFUSED, keeping version %s in use: %s", self.path, self.bundle.version,
-                          refusal)
+                self._refused(f"{self.path}: {refusal}")
                 return
+            self.problem = None
             self._adopt(bundle)
             self._install(bundle)
             log.info("trust bundle %s version %s loaded: %s", self.path, bundle.version,
                      ", ".join(f"{k.key_id} ({k.state})" for k in bundle.keys) or "no keys")
+
+    def _refused(self, why: str) -> None:
+        """Keep the bundle in use, say so loudly, and let health report it until the file is fixed."""
+        self.problem = f"trust bundle on disk refused, version {self.bundle.version} still in use: {why}"
+        log.error("trust bundle REFUSED, keeping version %s in use: %s", self.bundle.version, why)
 
     def usable_key_ids(self, now: float) -> list[str]:
         return [k.key_id for k in self.bundle.keys if k.refusal(now) is None]

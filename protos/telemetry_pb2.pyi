@@ -87,7 +87,7 @@ class QueueStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., site_id: _Optional[str] = ..., paused: _Optional[bool] = ..., depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., delayed: _Optional[int] = ..., dead: _Optional[int] = ..., throughput_per_hour: _Optional[float] = ..., drain_eta_seconds: _Optional[float] = ...) -> None: ...
 
 class HostHealth(_message.Message):
-    __slots__ = ("host", "site_id", "sampled_at", "state", "reasons", "load_1m", "load_5m", "cpu_count", "memory_used_bytes", "memory_total_bytes", "disks", "temperatures", "workers", "queues", "trusted_key_ids")
+    __slots__ = ("host", "site_id", "sampled_at", "state", "reasons", "load_1m", "load_5m", "cpu_count", "memory_used_bytes", "memory_total_bytes", "disks", "temperatures", "workers", "queues", "trusted_key_ids", "trust_bundle_version", "trust_problem")
     HOST_FIELD_NUMBER: _ClassVar[int]
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,8 @@ class HostHealth(_message.Message):
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     TRUSTED_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    TRUST_BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRUST_PROBLEM_FIELD_NUMBER: _ClassVar[int]
     host: str
     site_id: str
     sampled_at: float
@@ -118,4 +120,6 @@ class HostHealth(_message.Message):
     workers: _containers.RepeatedCompositeFieldContainer[WorkerStatus]
     queues: _containers.RepeatedCompositeFieldContainer[QueueStats]
     trusted_key_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, host: _Optional[str] = ..., site_id: _Optional[str] = ..., sampled_at: _Optional[float] = ..., state: _Optional[_Union[HostState, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., load_1m: _Optional[float] = ..., load_5m: _Optional[float] = ..., cpu_count: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[DiskUsage, _Mapping]]] = ..., temperatures: _Optional[_Iterable[_Union[TemperatureReading, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., trusted_key_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    trust_bundle_version: int
+    trust_problem: str
+    def __init__(self, host: _Optional[str] = ..., site_id: _Optional[str] = ..., sampled_at: _Optional[float] = ..., state: _Optional[_Union[HostState, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., load_1m: _Optional[float] = ..., load_5m: _Optional[float] = ..., cpu_count: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[DiskUsage, _Mapping]]] = ..., temperatures: _Optional[_Iterable[_Union[TemperatureReading, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., trusted_key_ids: _Optional[_Iterable[str]] = ..., trust_bundle_version: _Optional[int] = ..., trust_problem: _Optional[str] = ...) -> None: ...

@@ -607,6 +607,15 @@ def test_a_key_rotates_without_downtime_and_a_revoked_key_is_refused_at_once(age
         kit.bundle.write_bytes(bundle_before_revoke)
         still = client.execute("pause-queue", "external_ai_queue", old, HOST, SITE)
         assert still.reason == pb.REJECT_REVOKED_KEY, still
+
+        def stale_bundle() -> telemetry.HostHealth | None:
+            health = client.get_health()
+            return health if health.trust_problem else None
+
+        stale = wait_for(stale_bundle, "health to say the bundle is stale", timeout=10)
+        assert "refusing the rollback" in stale.trust_problem, stale.trust_problem
+        assert f"version {stale.trust_bundle_version} still in use" in stale.trust_problem
+        assert not any("trust" in reason for reason in stale.reasons), "a stale bundle is reported, not a breach"
         assert client.execute("pause-queue", "external_ai_queue", new, HOST, SITE).outcome == pb.OUTCOME_EXECUTED
         assert client.execute("resume-queue", "external_ai_queue", new, HOST, SITE).outcome == pb.OUTCOME_EXECUTED
     # Nor after a restart: an agent on the same state folder refuses to start with the old bundle

@@ -155,6 +155,11 @@ def test_a_same_version_bundle_with_other_content_is_refused_at_start_and_at_run
         trust.refresh()
     assert trust.bundle == genuine and installed.bundles == [genuine]
     assert "other content" in caplog.text and "REFUSED" in caplog.text
+    assert trust.problem is not None and "version 2 still in use" in trust.problem, "health reports it"
+    genuine.save(path)
+    trust.refresh()
+    assert trust.problem is None, "the genuine bundle back on disk clears the report"
+    forged.save(path)
 
     # At start, after a restart: refused, and the floor still names the genuine bundle
     with pytest.raises(KeyStoreError, match="version 2 has other content"):
