@@ -12,7 +12,6 @@ heartbeats) and :mod:`~site_scheduler.control_requests` (operator controls).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import redis
@@ -33,7 +32,7 @@ from site_scheduler.keys import QUEUES
 from site_scheduler.liveness import Liveness, drain_until
 from site_scheduler.messages import Control, Submission
 from site_scheduler.redis_server import RedisServer
-from site_scheduler.results import Results
+from site_scheduler.results import DATABASE_OUTAGES, Results
 from site_scheduler.status import LIVE_RUN, StageStatus
 from site_scheduler.tables import QueueRow, RunRow, StageRow
 
@@ -43,6 +42,13 @@ log = logging.getLogger(__name__)
 
 #: Most controls, then submissions, taken in one step before results get their turn.
 TAKE_PER_STEP = 50
+#: The longest wait between two tries while Redis or the database does not answer.
+OUTAGE_BACKOFF_MAX_S = 5.0
+#: What Redis or the database raise while stalled, restarting or unreachable: the scheduler waits
+#: them out. A Redis stall over redis-py's socket timeout raises ``TimeoutError``, not
+#: ``ConnectionError``; a PostgreSQL restart or a SQLite lock past its busy timeout raise
+#: ``OperationalError``; every one of them is an outage to ride out, never a reason to exit.
+OUTAGES = (redis.exceptions.RedisError, *DATABASE_OUTAGES)
 
 
 class Scheduler:
@@ -73,8 +79,9 @@ class Scheduler:
     # -- the loop --------------------------------------------------------------------------
 
     def run_forever(self, stop: Any, supervise: RedisServer | None = None) -> None:
-        """Schedule until ``stop`` is set; restart the site's own Redis if it dies."""
+        """Schedule until ``stop`` is set; ride out Redis and database outages, restarting the site's own Redis."""
         recovered = False
+        failures = 0
         while not stop.is_set():
             try:
                 if not recovered:
@@ -84,12 +91,27 @@ class Scheduler:
                     recovered = True
                 if not self.step():
                     self.results.wait()
-            except redis.exceptions.ConnectionError:
-                recovered = False  # what was moved to a processing list before the error goes back
+                if self.site.health.state.get("status") != "ok":
+                    if failures:
+                        log.warning("the site's Redis and database answer again after %d failed tries", failures)
+                    failures = 0
+                    self.site.health.ok()
+            except OUTAGES as error:
+                # What was moved to a processing list before the error goes back on recovery; a
+                # database transaction that failed was rolled back, its items still in Redis.
+                recovered = False
+                failures += 1
+                what = "redis" if isinstance(error, redis.exceptions.RedisError) else "database"
+                level = logging.WARNING if failures == 1 or failures % 20 == 0 else logging.DEBUG
+                log.log(level, "the site's %s is unavailable (try %d, retrying): %s: %s", what, failures,
+                        type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+                self.site.health.down(what, error)
+                if what == "database":
+                    self.engine.dispose()  # reconnect: a restarted server invalidated every pooled connection
                 if supervise is not None and not supervise.alive():
                     log.warning("the site's redis-server died; restarting it on port %s", supervise.port)
                     supervise.restart()
-                time.sleep(0.2)
+                stop.wait(min(OUTAGE_BACKOFF_MAX_S, 0.2 * failures))
 
     def step(self) -> bool:
         """Handle whatever is waiting; returns True when something was done."""
