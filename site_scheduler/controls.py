@@ -102,10 +102,11 @@ def _retry_stage(scheduler: Scheduler, session: Session, args: dict[str, Any]) -
     stage = session.get(StageRow, (run.run_id, args["stage"]))
     if stage is None:
         raise ControlRefused(f"run {run.run_id} has no stage {args['stage']!r}")
-    if stage.status != "failed" and not _no_live_attempt(session, stage):
-        raise ControlRefused(f"stage {stage.stage_id} of run {run.run_id} is {stage.status} on worker "
-                             f"{stage.worker}, which is running it; only a failed stage or one no worker "
-                             "is running can be retried")
+    if stage.status == "running" and not _no_live_attempt(session, stage):
+        raise ControlRefused(f"stage {stage.stage_id} of run {run.run_id} is running on worker {stage.worker}, "
+                             "which is still running it; only a failed stage or one no worker runs can be retried")
+    if stage.status not in ("failed", "running"):
+        raise ControlRefused(f"stage {stage.stage_id} of run {run.run_id} is {stage.status}, not failed")
     stage.status, stage.error = "waiting", ""
     emit(session, "stage", stage)
     for skipped in session.scalars(select(StageRow).where(StageRow.run_id == run.run_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,3 +64,59 @@ def test_a_redis_stall_past_the_socket_timeout_is_ridden_out(site: Site, pilot: 
     assert _online(site, {"w1", "w2"}), site.client.workers()
     health = site.client.redis.hgetall(site.client.keys.scheduler)
     assert health[b"status"] == b"ok", health
+
+
+def _sqlite_path(site: Site) -> str:
+    url = site.client.endpoints.db_url
+    assert url.startswith("sqlite:///"), url
+    return url.removeprefix("sqlite:///")
+
+
+def test_a_database_write_lock_held_for_seconds_drops_no_result(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    site.start_worker("w1")
+    site.start_worker("w2")
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    site.wait_until(lambda: _running_shot(site, run_id), "a shot to start", timeout=90)
+    # Another process writes and holds the write lock for 3 s, three times, while shots finish:
+    # the scheduler's transactions meet "database is locked" and must keep what they carried.
+    other = sqlite3.connect(_sqlite_path(site), timeout=60, isolation_level=None)
+    try:
+        other.execute("CREATE TABLE IF NOT EXISTS lock_probe (n INTEGER)")
+        for n in range(3):
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO lock_probe VALUES (?)", (n,))
+            time.sleep(3)
+            other.execute("COMMIT")
+            time.sleep(0.1)
+    finally:
+        other.close()
+    run = site.wait(run_id, timeout=240)
+    assert run["status"] == "completed", run
+    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert site.scheduler is not None and site.scheduler.poll() is None, "the scheduler never exited"
+    health = site.client.redis.hgetall(site.client.keys.scheduler)
+    assert health[b"status"] == b"ok", health
+
+
+def test_a_stage_left_running_on_an_idle_worker_can_be_retried(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    site.start_worker("w1")
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    assert site.wait(run_id, timeout=240)["status"] == "completed"
+    shot = next(s for s in site.run(run_id)["stages"] if s["kind"] == "shot")
+    # What a dropped result used to leave: the stage running on a worker that is idle.
+    db = sqlite3.connect(_sqlite_path(site), timeout=60, isolation_level=None)
+    try:
+        db.execute("UPDATE stages SET status = 'running', worker = 'w1' WHERE run_id = ? AND stage_id = ?",
+                   (run_id, shot["stage_id"]))
+        db.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE run_id = ?", (run_id,))
+    finally:
+        db.close()
+    refused = site.cli("site", "retry-stage", run_id, "script", check=False)
+    assert refused.returncode == 4 and "not failed" in refused.stderr
+    site.cli("site", "retry-stage", run_id, str(shot["stage_id"]))
+    run = site.wait(run_id, timeout=240)
+    assert run["status"] == "completed", run
+    assert site.stage(run_id, str(shot["stage_id"]))["status"] == "done"
+    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
