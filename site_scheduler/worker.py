@@ -31,6 +31,7 @@ from pipeline.errors import GateBlocked, PipelineError
 from pipeline.store import make_files_private
 from site_scheduler.broker import make_broker
 from site_scheduler.config import SiteEndpoints
+from site_scheduler.errors import SiteError
 from site_scheduler.execute import RedisHints, run_stage
 from site_scheduler.keys import Keys
 from site_scheduler.messages import Heartbeat, ResultStatus, StagePayload, StageResult
@@ -310,11 +311,27 @@ def _restart(state: WorkerState) -> None:
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
+def refuse_taken_name(state: WorkerState) -> None:
+    """Refuse to start under a name a live worker on another host reports.
+
+    A worker is known to the site, its agent and the operator by its name alone: a second
+    process elsewhere reporting the same name would overwrite the first one's heartbeat, and a
+    drain or restart meant for one would reach the other (issue 8). Another process on the same
+    host may take the name over (an agent restarting its worker), so only the host is compared.
+    """
+    raw = state.redis.hgetall(state.keys.worker(state.name))
+    beat = Heartbeat.from_hash(raw, state.keys.worker(state.name)) if raw else None
+    if beat is not None and beat.host != state.host and beat.status != WorkerStatus.OFFLINE:
+        raise SiteError(f"--name: value {state.name!r}: a live worker on host {beat.host!r} (pid {beat.pid}) "
+                        f"already reports that name; expected a name no worker on another host uses")
+
+
 def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str | None = None) -> None:
     make_files_private()  # what it writes lands in the site's store and scratch folders
     client = redis.Redis.from_url(endpoints.redis_url)
     keys = Keys(endpoints.namespace)
     state = WorkerState(name, keys, client, queues, host or socket.gethostname())
+    refuse_taken_name(state)
     broker, _ = make_broker(endpoints.redis_url, endpoints.namespace, make_handler(state, endpoints),
                             middleware=[SiteControls(state)])
     stop, halted = threading.Event(), threading.Event()

@@ -120,3 +120,15 @@ def test_a_stage_left_running_on_an_idle_worker_can_be_retried(site: Site, pilot
     assert run["status"] == "completed", run
     assert site.stage(run_id, str(shot["stage_id"]))["status"] == "done"
     assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+
+
+def test_a_worker_name_live_on_another_host_is_refused(site: Site) -> None:
+    site.start_worker("w1")
+    taken = site.cli("worker", "--name", "w1", "--host", "elsewhere", check=False)
+    assert taken.returncode != 0
+    assert "'w1'" in taken.stderr and "already reports that name" in taken.stderr, taken.stderr
+    [w1] = [w for w in site.client.workers() if w["name"] == "w1"]
+    assert w1["host"] != "elsewhere" and w1["status"] != "offline"
+    # The refused process changed nothing; another name is accepted.
+    site.start_worker("w2")
+    assert {w["name"] for w in site.client.workers()} >= {"w1", "w2"}
