@@ -6,10 +6,13 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from pipeline.render import RenderRequest, render
 from pipeline.store import file_sha256
@@ -132,3 +135,39 @@ def test_a_worker_name_live_on_another_host_is_refused(site: Site) -> None:
     # The refused process changed nothing; another name is accepted.
     site.start_worker("w2")
     assert {w["name"] for w in site.client.workers()} >= {"w1", "w2"}
+
+
+@contextmanager
+def _small_volume(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` for the block (needs the right to mount; skipped without it)."""
+    path.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small volume here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_a_full_disk_is_named_and_a_retry_after_freeing_space_gives_the_same_bytes(tmp_path: Path) -> None:
+    from pipeline.errors import MediaError
+    from pipeline.media.ffmpeg import media_url, run_ffmpeg
+
+    encode = ["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=2", "-c:v", "libx264",
+              "-preset", "ultrafast", "-threads", "1", "-f", "mp4"]
+    reference = tmp_path / "reference.mp4"
+    run_ffmpeg([*encode, media_url(reference)], "encode the reference")
+    with _small_volume(tmp_path / "volume", "1m") as volume:
+        filler = volume / "filler"
+        with filler.open("wb") as out, pytest.raises(OSError):
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        with pytest.raises(MediaError) as full:
+            run_ffmpeg([*encode, media_url(volume / "clip.mp4")], "encode a clip")
+        assert f"No space left on device on {volume}" in str(full.value), str(full.value)
+        filler.unlink()
+        run_ffmpeg([*encode, media_url(volume / "clip.mp4")], "encode a clip")
+        assert file_sha256(volume / "clip.mp4") == file_sha256(reference)
