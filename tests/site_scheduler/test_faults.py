@@ -171,3 +171,19 @@ def test_a_full_disk_is_named_and_a_retry_after_freeing_space_gives_the_same_byt
         filler.unlink()
         run_ffmpeg([*encode, media_url(volume / "clip.mp4")], "encode a clip")
         assert file_sha256(volume / "clip.mp4") == file_sha256(reference)
+
+
+def test_mix_chunk_hints_are_only_hints_when_redis_stalls(site: Site) -> None:
+    import redis
+
+    from site_scheduler.execute import RedisHints
+
+    client = redis.Redis.from_url(site.client.endpoints.redis_url, socket_timeout=1)
+    hints = RedisHints(client, site.client.keys)
+    stage = RedisHints.STAGES[0]
+    with _stopped(site.redis_pid()):
+        assert hints.get("default", stage, "chunk-key") is None  # a stall is a miss, not an error
+        hints.put("default", stage, "chunk-key", "artifact")  # lost, not raised
+    hints.put("default", stage, "chunk-key", "artifact")
+    assert hints.get("default", stage, "chunk-key") == "artifact"
+    client.close()
