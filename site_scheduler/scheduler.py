@@ -11,7 +11,9 @@ heartbeats) and :mod:`~site_scheduler.control_requests` (operator controls).
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from typing import Any
 
 import redis
@@ -33,8 +35,8 @@ from site_scheduler.liveness import Liveness, drain_until
 from site_scheduler.messages import Control, Submission
 from site_scheduler.redis_server import RedisServer
 from site_scheduler.results import DATABASE_OUTAGES, Results
-from site_scheduler.status import LIVE_RUN, StageStatus
-from site_scheduler.tables import QueueRow, RunRow, StageRow
+from site_scheduler.status import LIVE_RUN, StageStatus, WorkerStatus
+from site_scheduler.tables import HostRow, QueueRow, RunRow, StageRow, WorkerRow
 
 __all__ = ["Scheduler", "drain_until"]
 
@@ -140,9 +142,31 @@ class Scheduler:
         any old message left of them is then stale and skipped by the worker that receives it.
         """
         self.intake.put_back()
+        self.reassert_controls()
         with Session(self.engine) as session, session.begin():
             live = select(RunRow.run_id).where(RunRow.status.in_(LIVE_RUN))
             for stage in session.scalars(select(StageRow).where(StageRow.status == StageStatus.QUEUED,
                                                                 StageRow.run_id.in_(live))):
                 stage.status = StageStatus.WAITING
                 self.site.emit(session, "stage", stage)
+
+    def reassert_controls(self) -> None:
+        """Put back the Redis keys workers obey that the site database records: drains, host marks, pauses.
+
+        A Redis that restarted without its data would otherwise undo them silently (a drained
+        worker taking work, an offline host's workers too), and the next heartbeat sync would
+        even record the undo. Keys still present are left alone (``NX``): they keep their
+        deadlines. A drain put back has none (its deadline was in the lost key): it waits for
+        its work to finish.
+        """
+        keys = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        with Session(self.engine) as session:
+            for host in session.scalars(select(HostRow)):
+                pipe.set(keys.host_state(host.host), host.state, nx=True)
+            for worker in session.scalars(select(WorkerRow).where(
+                    WorkerRow.status.in_((WorkerStatus.DRAINING, WorkerStatus.DRAINED)))):
+                pipe.set(keys.drain(worker.name), json.dumps({"reasserted": time.time()}), nx=True)
+            for queue in session.scalars(select(QueueRow).where(QueueRow.paused)):
+                pipe.set(keys.paused(queue.name), "1", nx=True)
+        pipe.execute()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis
 
 from pipeline.render import RenderRequest, render
 from pipeline.store import file_sha256
@@ -174,8 +176,6 @@ def test_a_full_disk_is_named_and_a_retry_after_freeing_space_gives_the_same_byt
 
 
 def test_mix_chunk_hints_are_only_hints_when_redis_stalls(site: Site) -> None:
-    import redis
-
     from site_scheduler.execute import RedisHints
 
     client = redis.Redis.from_url(site.client.endpoints.redis_url, socket_timeout=1)
@@ -187,3 +187,30 @@ def test_mix_chunk_hints_are_only_hints_when_redis_stalls(site: Site) -> None:
     hints.put("default", stage, "chunk-key", "artifact")
     assert hints.get("default", stage, "chunk-key") == "artifact"
     client.close()
+
+
+def test_drains_host_marks_and_pauses_come_back_after_redis_loses_its_data(site: Site) -> None:
+    site.start_worker("w1")
+    site.start_worker("w2")
+    host = next(w["host"] for w in site.client.workers() if w["name"] == "w2")
+    site.cli("site", "drain-worker", "w1")
+    site.cli("site", "pause-queue", "media_queue")
+    site.cli("site", "mark-host", host, "degraded")
+    keys, client = site.client.keys, site.client.redis
+    assert client.exists(keys.drain("w1")) and client.exists(keys.paused("media_queue"))
+    # Redis dies and comes back without its data (its append-only files are gone).
+    for persisted in (site.data_dir / "redis").glob("appendonly*"):  # a file (Redis 6) or a folder (7)
+        shutil.rmtree(persisted) if persisted.is_dir() else persisted.unlink()
+    os.kill(site.redis_pid(), signal.SIGKILL)
+
+    def restored() -> bool:
+        try:
+            return bool(client.exists(keys.drain("w1")) and client.exists(keys.paused("media_queue"))
+                        and client.get(keys.host_state(host)) == b"degraded")
+        except redis.exceptions.RedisError:
+            return False  # not back yet
+
+    site.wait_until(restored, "the drain, the pause and the host mark back in Redis", timeout=30)
+    time.sleep(2)  # several heartbeat syncs: none may undo the drain
+    [w1] = [w for w in site.client.workers() if w["name"] == "w1"]
+    assert w1["status"] in ("draining", "drained"), w1
