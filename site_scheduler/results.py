@@ -23,7 +23,7 @@ from site_scheduler.keys import DOORBELL
 from site_scheduler.messages import ResultStatus, StageResult, read
 from site_scheduler.rows import record_rows
 from site_scheduler.status import RunStatus, StageStatus
-from site_scheduler.tables import RunRow, StageRow
+from site_scheduler.tables import QueueRow, RunRow, StageRow
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,10 @@ class Results:
                                   result.stage_id, result.attempt)
                     with session.begin_nested():
                         self._unapplied(session, result, error)
+            for name in self.graph.completed:  # a queue's completion counter changed: one event per batch
+                queue = session.get(QueueRow, name)
+                if queue is not None:
+                    self.site.emit(session, "queue", queue)
             self.graph.complete_runs(session)
 
     def _unapplied(self, session: Session, result: StageResult, error: Exception) -> None:

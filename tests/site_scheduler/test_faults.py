@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,8 +109,13 @@ def test_a_stage_left_running_on_an_idle_worker_can_be_retried(site: Site, pilot
     require_espeak()
     site.start_worker("w1")
     run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
-    assert site.wait(run_id, timeout=240)["status"] == "completed"
-    shot = next(s for s in site.run(run_id)["stages"] if s["kind"] == "shot")
+    first = site.wait(run_id, timeout=240)
+    assert first["status"] == "completed"
+    # Each queue's completion counter reached the outbox as the workers finished its stages.
+    ran = Counter(s["queue"] for s in first["stages"] if s["worker"] != "cache")
+    counted = {e["row"]["name"]: e["row"]["completed"] for e in site.client.outbox(0) if e["entity"] == "queue"}
+    assert {queue: counted.get(queue) for queue in ran} == dict(ran), counted
+    shot = next(s for s in first["stages"] if s["kind"] == "shot")
     # What a dropped result used to leave: the stage running on a worker that is idle.
     db = sqlite3.connect(_sqlite_path(site), timeout=60, isolation_level=None)
     try:
