@@ -80,6 +80,7 @@ class WorkerState:
         self.restarting = False
         self.beaten = time.monotonic()  # when a heartbeat last reached Redis
         self.abandoned: StagePayload | None = None  # the job given up because this worker went unseen
+        self.stopping = threading.Event()  # set by SIGTERM/SIGINT: waiting for Redis ends
 
     def unseen(self) -> bool:
         """True once no heartbeat has reached Redis for longer than its TTL.
@@ -142,29 +143,33 @@ class SiteControls(Middleware):
         payload = _payload(message.kwargs)
         if payload is None:
             raise SkipMessage()
-        verdict = _retrying(lambda: self.state.gate(payload, message.queue_name))
+        verdict = _retrying(lambda: self.state.gate(payload, message.queue_name), self.state.stopping)
         if verdict == "defer":
             broker.enqueue(message.copy(), delay=DEFER_MS)
         if verdict is not None:
             raise SkipMessage()
 
 
-def _retrying(call: Callable[[], T]) -> T:
+def _retrying(call: Callable[[], T], stopping: threading.Event) -> T:
     """``call()``, tried again with a growing pause for as long as Redis raises (stalled, restarting, down).
 
     Used where giving up would lose something: a message whose gate raised would be dropped by
     dramatiq and its stage left queued forever; a result not reported would leave its stage
-    running forever. Redis coming back is the only way on, so this waits for it.
+    running forever. Redis coming back is the only way on, so this waits for it, unless the
+    worker is asked to stop: then the error is raised, since a worker that goes offline has its
+    stages sent again by the site (and dramatiq redelivers its unacknowledged messages).
     """
     tries = 0
     while True:
         try:
             return call()
         except redis.exceptions.RedisError as error:
+            if stopping.is_set():
+                raise
             tries += 1
             if tries == 1 or tries % 30 == 0:
                 log.warning("Redis does not answer (%s: %s); trying again", type(error).__name__, error)
-            time.sleep(min(REDIS_BACKOFF_MAX_S, 0.05 * tries))
+            stopping.wait(min(REDIS_BACKOFF_MAX_S, 0.05 * tries))
 
 
 def _refusal(draining: bool, host_state: bytes | None) -> str | None:
@@ -207,7 +212,7 @@ def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
             result = StageResult(**ids, status=ResultStatus.BLOCKED, error=str(blocked),
                                  seconds=round(time.monotonic() - began, 4))
         except (PipelineError, OSError, ValueError, KeyError) as error:
-            cancelled = _retrying(lambda: state.redis.exists(state.keys.cancelled(job.run_id)))
+            cancelled = _retrying(lambda: state.redis.exists(state.keys.cancelled(job.run_id)), state.stopping)
             status = ResultStatus.CANCELLED if cancelled else ResultStatus.FAILED
             if state.abandoned is job:  # killed because this worker went unseen, not because the stage failed
                 status = ResultStatus.ABANDONED
@@ -230,7 +235,7 @@ def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
 def _report(state: WorkerState, result: StageResult) -> None:
     """Hand a result to the scheduler; Redis stalled, restarting or down delays it, never loses it."""
     payload = result.encode()
-    _retrying(lambda: state.redis.rpush(state.keys.results, payload))
+    _retrying(lambda: state.redis.rpush(state.keys.results, payload), state.stopping)
 
 
 def _watch(state: WorkerState, stop: threading.Event, halted: threading.Event) -> None:
@@ -334,7 +339,7 @@ def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str
     refuse_taken_name(state)
     broker, _ = make_broker(endpoints.redis_url, endpoints.namespace, make_handler(state, endpoints),
                             middleware=[SiteControls(state)])
-    stop, halted = threading.Event(), threading.Event()
+    stop, halted = state.stopping, threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     watcher = threading.Thread(target=_watch, args=(state, stop, halted), name="heartbeat", daemon=True)
