@@ -9,6 +9,7 @@ to the output folder until every gate has passed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from pipeline.bundle import Bundle, bundle_project, gather
 from pipeline.documents import load_project
 from pipeline.errors import GateBlocked, InputError, MediaError, PipelineError
 from pipeline.kinds import KINDS, PUBLISHED, Done, Outputs, Planned, arguments, first_stages, published, run_job
+from pipeline.media.ffmpeg import mount_point
 from pipeline.models import AssetManifest, RenderOutput, RunSummary, ShotList
 from pipeline.models.render import Profile
 from pipeline.models.summary import RunError, StageTiming
@@ -121,6 +123,15 @@ class _Run:
         except PipelineError as error:
             self._failed(error)
             raise
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # A full disk is the operator's to fix, not a bug: a clear, recoverable failure naming
+            # the volume, with a run summary, instead of a traceback.
+            where = Path(error.filename) if error.filename else self.request.store
+            full = MediaError(f"No space left on device on {mount_point(where)} (writing {where})")
+            self._failed(full)
+            raise full from error
 
     def _run(self, planned: Planned, done: Done) -> tuple[Outputs, bool]:
         """Run one stage of the table in this process; returns its outputs and whether it was reused."""

@@ -8,6 +8,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -220,3 +221,22 @@ def test_drains_host_marks_and_pauses_come_back_after_redis_loses_its_data(site:
     time.sleep(2)  # several heartbeat syncs: none may undo the drain
     [w1] = [w for w in site.client.workers() if w["name"] == "w1"]
     assert w1["status"] in ("draining", "drained"), w1
+
+
+def test_cinefleet_render_on_a_full_disk_says_so_and_a_retry_after_freeing_space_matches(
+        pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    reference = _render_hash(pilot, tmp_path)
+    out = tmp_path / "out"
+    with _small_volume(tmp_path / "volume", "1m") as volume:
+        store = volume / "store"
+        command = [sys.executable, "-m", "cinefleet", "render", str(pilot), "--out", str(out), "--store", str(store)]
+        full = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert full.returncode == 1, full.stderr
+        assert f"No space left on device on {volume}" in full.stderr and "Traceback" not in full.stderr, full.stderr
+        summary = json.loads((out / "run_summary.json").read_text())
+        assert summary["status"] == "failed" and "No space left on device" in summary["errors"][0]["message"]
+        subprocess.run(["mount", "-o", "remount,size=512m", str(volume)], check=True)  # space freed
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert again.returncode == 0, again.stderr
+    assert file_sha256(out / "episode.mp4") == reference
