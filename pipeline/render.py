@@ -9,7 +9,6 @@ to the output folder until every gate has passed.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pipeline.bundle import Bundle, bundle_project, gather
 from pipeline.documents import load_project
 from pipeline.errors import GateBlocked, InputError, MediaError, PipelineError
 from pipeline.kinds import KINDS, PUBLISHED, Done, Outputs, Planned, arguments, first_stages, published, run_job
-from pipeline.media.ffmpeg import mount_point
+from pipeline.media.ffmpeg import disk_full
 from pipeline.models import AssetManifest, RenderOutput, RunSummary, ShotList
 from pipeline.models.render import Profile
 from pipeline.models.summary import RunError, StageTiming
@@ -124,12 +123,12 @@ class _Run:
             self._failed(error)
             raise
         except OSError as error:
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            reason = disk_full(error, self.request.store)
+            if reason is None:
                 raise
             # A full disk is the operator's to fix, not a bug: a clear, recoverable failure naming
             # the volume, with a run summary, instead of a traceback.
-            where = Path(error.filename) if error.filename else self.request.store
-            full = MediaError(f"No space left on device on {mount_point(where)} (writing {where})")
+            full = MediaError(reason)
             self._failed(full)
             raise full from error
 

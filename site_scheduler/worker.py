@@ -28,6 +28,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from pydantic import ValidationError
 
 from pipeline.errors import GateBlocked, PipelineError
+from pipeline.media.ffmpeg import disk_full
 from pipeline.store import make_files_private
 from site_scheduler.broker import make_broker
 from site_scheduler.config import SiteEndpoints
@@ -216,7 +217,8 @@ def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
             status = ResultStatus.CANCELLED if cancelled else ResultStatus.FAILED
             if state.abandoned is job:  # killed because this worker went unseen, not because the stage failed
                 status = ResultStatus.ABANDONED
-            result = StageResult(**ids, status=status, error=f"{type(error).__name__}: {error}",
+            full = disk_full(error, Path(endpoints.store)) if isinstance(error, OSError) else None
+            result = StageResult(**ids, status=status, error=full or f"{type(error).__name__}: {error}",
                                  seconds=round(time.monotonic() - began, 4))
         except Exception as error:  # a bug in a stage: report it rather than lose the stage
             result = StageResult(**ids, status=ResultStatus.FAILED,

@@ -8,6 +8,7 @@ number of parallel workers (see shared/research/video.md, section 2).
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import subprocess
@@ -117,6 +118,17 @@ def full_volume(args: list[str], stderr: bytes) -> str | None:
         if stats.f_bavail > 0:
             return None
     return f"No space left on device on {mount_point(folder)} (writing {target})"
+
+
+def disk_full(error: OSError, fallback: Path) -> str | None:
+    """"No space left on device on MOUNT (writing PATH)" for a full disk or quota, else None.
+
+    Python's own message names only the file; an operator freeing space needs the volume.
+    """
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = Path(error.filename) if isinstance(error.filename, str) else fallback
+    return f"No space left on device on {mount_point(where)} (writing {where})"
 
 
 def mount_point(path: Path) -> Path:
