@@ -240,3 +240,52 @@ def test_cinefleet_render_on_a_full_disk_says_so_and_a_retry_after_freeing_space
         again = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
         assert again.returncode == 0, again.stderr
     assert file_sha256(out / "episode.mp4") == reference
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            found += [kid, *_descendants(kid)]
+    return found
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def test_a_worker_unseen_past_its_heartbeat_ttl_abandons_its_job_and_comes_back(
+        site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    from pipeline.media.ffmpeg import ffmpeg_path
+
+    marker = tmp_path / "hang-next-encode"
+    slow = tmp_path / "ffmpeg"
+    slow.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" != "-version" ] && [ -e "{marker}" ]; then rm -f "{marker}"; sleep 60; fi\n'
+        f'exec "{ffmpeg_path()}" "$@"\n'
+    )
+    slow.chmod(0o755)
+    marker.touch()
+    site.start_worker("w1", env={"CINEFLEET_FFMPEG": str(slow)})
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    worker = site.workers["w1"]
+    hung = site.wait_until(lambda: next((p for p in _descendants(worker.pid) if _comm(p) == "sleep"), None),
+                           "an encode to hang", timeout=120)
+    with _stopped(site.redis_pid()):
+        time.sleep(13)  # past the heartbeat TTL (10 s): the worker must give its job up
+        assert not Path(f"/proc/{hung}").exists() or _comm(hung) != "sleep", "the hung encode was killed"
+    run = site.wait(run_id, timeout=240)
+    assert run["status"] == "completed", run
+    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert "abandoning" in (site.logs / "w1.log").read_text()
+    site.wait_until(lambda: _online(site, {"w1"}), "w1 back online", timeout=30)
+    assert worker.poll() is None
