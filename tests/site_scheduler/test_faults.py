@@ -289,3 +289,18 @@ def test_a_worker_unseen_past_its_heartbeat_ttl_abandons_its_job_and_comes_back(
     assert "abandoning" in (site.logs / "w1.log").read_text()
     site.wait_until(lambda: _online(site, {"w1"}), "w1 back online", timeout=30)
     assert worker.poll() is None
+
+
+def test_identical_runs_submitted_together_render_each_shot_once(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    site.start_worker("w1")
+    site.start_worker("w2")
+    run_ids = [site.client.submit(pilot) for _ in range(2)]
+    runs = [site.wait(run_id, timeout=300) for run_id in run_ids]
+    assert [run["status"] for run in runs] == ["completed", "completed"], runs
+    episodes = {file_sha256(Path(run["episode"])) for run in runs}
+    assert episodes == {_render_hash(pilot, tmp_path)}
+    shots = [s for run in runs for s in run["stages"] if s["kind"] == "shot"]
+    rendered = Counter(s["identity"] for s in shots if s["worker"] != "cache")
+    assert rendered and set(rendered.values()) == {1}, rendered
+    assert set(rendered) == {s["identity"] for s in shots}, "each shot rendered by one run, reused by the other"
