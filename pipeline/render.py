@@ -21,6 +21,7 @@ from pipeline.bundle import Bundle, bundle_project, gather
 from pipeline.documents import load_project
 from pipeline.errors import GateBlocked, InputError, MediaError, PipelineError
 from pipeline.kinds import KINDS, PUBLISHED, Done, Outputs, Planned, arguments, first_stages, published, run_job
+from pipeline.media.ffmpeg import disk_full
 from pipeline.models import AssetManifest, RenderOutput, RunSummary, ShotList
 from pipeline.models.render import Profile
 from pipeline.models.summary import RunError, StageTiming
@@ -121,6 +122,15 @@ class _Run:
         except PipelineError as error:
             self._failed(error)
             raise
+        except OSError as error:
+            reason = disk_full(error, self.request.store)
+            if reason is None:
+                raise
+            # A full disk is the operator's to fix, not a bug: a clear, recoverable failure naming
+            # the volume, with a run summary, instead of a traceback.
+            full = MediaError(reason)
+            self._failed(full)
+            raise full from error
 
     def _run(self, planned: Planned, done: Done) -> tuple[Outputs, bool]:
         """Run one stage of the table in this process; returns its outputs and whether it was reused."""

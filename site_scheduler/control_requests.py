@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from site_scheduler.controls import apply_control
 from site_scheduler.errors import ControlRefused
 from site_scheduler.messages import Control, ControlReply
+from site_scheduler.results import DATABASE_OUTAGES
 
 if TYPE_CHECKING:
     from site_scheduler.scheduler import Scheduler
@@ -37,6 +38,8 @@ def handle_control(scheduler: Scheduler, request: Control) -> None:
             reply = ControlReply(ok=True, message=message)
         except ControlRefused as exc:
             reply = ControlReply(ok=False, message=str(exc))
+        except DATABASE_OUTAGES:
+            raise  # the database did not answer: the control stays in Redis and is applied after the outage
         except Exception as exc:
             # A bug must not take the scheduler down; the operator sees it, the log keeps it.
             log.exception("control %s failed", request.action)

@@ -102,7 +102,10 @@ def _retry_stage(scheduler: Scheduler, session: Session, args: dict[str, Any]) -
     stage = session.get(StageRow, (run.run_id, args["stage"]))
     if stage is None:
         raise ControlRefused(f"run {run.run_id} has no stage {args['stage']!r}")
-    if stage.status != "failed":
+    if stage.status == "running" and not _no_live_attempt(session, stage):
+        raise ControlRefused(f"stage {stage.stage_id} of run {run.run_id} is running on worker {stage.worker}, "
+                             "which is still running it; only a failed stage or one no worker runs can be retried")
+    if stage.status not in ("failed", "running"):
         raise ControlRefused(f"stage {stage.stage_id} of run {run.run_id} is {stage.status}, not failed")
     stage.status, stage.error = "waiting", ""
     emit(session, "stage", stage)
@@ -113,6 +116,18 @@ def _retry_stage(scheduler: Scheduler, session: Session, args: dict[str, Any]) -
     run.status, run.detail, run.finished_at = "running", f"retrying {stage.stage_id}", None
     emit(session, "run", run)
     return f"stage {stage.stage_id} of run {run.run_id} re-enqueued with identity {stage.identity[:12]}"
+
+
+def _no_live_attempt(session: Session, stage: StageRow) -> bool:
+    """A stage marked running that no worker is running (its result was lost, or its worker is gone).
+
+    Sending it again is safe even if the old attempt still lives: the new attempt makes the old
+    one stale, its worker kills it, and its result changes nothing.
+    """
+    if stage.status != "running":
+        return False
+    worker = session.get(WorkerRow, stage.worker) if stage.worker else None
+    return worker is None or worker.status == "offline" or worker.current_job != f"{stage.run_id}/{stage.stage_id}"
 
 
 def _drain_worker(scheduler: Scheduler, session: Session, args: dict[str, Any]) -> str:

@@ -46,6 +46,7 @@ class Dispatcher:
         self._cost: dict[str, float] = {}  # kind -> moving average of a stage's run time
         self._sent_attempts: list[tuple[str, str, int]] = []  # repeated attempts sent in this dispatch
         self._outgoing: list[dramatiq.Message] = []  # messages of this dispatch, enqueued together
+        self._making: set[str | None] = set()  # identities of the stages in flight, during a dispatch
 
     def dispatch(self) -> bool:
         """Send what is ready and has room on its queue; returns True when a stage was sent or finished."""
@@ -66,6 +67,10 @@ class Dispatcher:
                 .group_by(StageRow.queue, StageRow.kind)
             ):
                 queued.setdefault(queue, []).extend([self.cost_of(kind)] * count)
+            # Artifacts being made: a stage of another run making the same one waits for it (and
+            # then finishes from the cache) instead of rendering it a second time.
+            self._making = set(session.scalars(select(StageRow.identity).where(
+                StageRow.status.in_((StageStatus.QUEUED, StageStatus.RUNNING)), StageRow.run_id.in_(runs))))
             outputs: dict[str, dict[str, dict[str, Any]]] = {}
             for stage in sorted(waiting, key=lambda s: KINDS[s.kind].order):
                 run = runs[stage.run_id]
@@ -77,7 +82,8 @@ class Dispatcher:
                 ahead = queued.setdefault(stage.queue, [])
                 if not _room(ahead, self.cost_of(stage.kind)):
                     continue
-                self._send(session, run, stage, done)
+                if not self._send(session, run, stage, done):
+                    continue
                 if stage.status == StageStatus.DONE:  # finished from the cache: its dependants may go now
                     done[stage.stage_id] = stage.outputs
                 else:
@@ -105,22 +111,28 @@ class Dispatcher:
         known = self._cost.get(kind)
         self._cost[kind] = seconds if known is None else 0.8 * known + 0.2 * seconds
 
-    def _send(self, session: Session, run: RunRow, stage: StageRow, done: dict[str, dict[str, Any]]) -> None:
+    def _send(self, session: Session, run: RunRow, stage: StageRow, done: dict[str, dict[str, Any]]) -> bool:
+        """Send the stage, or finish it from the cache; False (nothing changed) while another run makes its artifact."""
         kind = KINDS[stage.kind]
         args = arguments(stage.args, kind, done)
-        stage.args = args
+        found, cached = None, False
+        if kind.job is not None:
+            ws = self.site.workspace(run.tenant_id)
+            identity = kind.job(ws, args).key(ws)
+            found = ws.registry.derived(run.tenant_id, identity)
+            cached = found is not None and ws.has(found)
+            if not cached and identity in self._making:
+                return False
+        else:
+            identity = digest({"kind": stage.kind, "args": args})
+        stage.args, stage.identity = args, identity
         if run.status == RunStatus.QUEUED:
             run.status = RunStatus.RUNNING
             self.site.emit(session, "run", run)
-        if kind.job is not None:
-            ws = self.site.workspace(run.tenant_id)
-            stage.identity = kind.job(ws, args).key(ws)
-            found = ws.registry.derived(run.tenant_id, stage.identity)
-            if found is not None and ws.has(found):
-                self.graph.finish_stage(session, run, stage, {"file": found, "key": stage.identity}, cached=True)
-                return
-        else:
-            stage.identity = digest({"kind": stage.kind, "args": args})
+        if cached:
+            self.graph.finish_stage(session, run, stage, {"file": found, "key": identity}, cached=True)
+            return True
+        self._making.add(identity)
         stage.status = StageStatus.QUEUED
         stage.attempts += 1
         payload = StagePayload(run_id=run.run_id, stage_id=stage.stage_id, attempt=stage.attempts, kind=stage.kind,
@@ -131,6 +143,7 @@ class Dispatcher:
         if stage.attempts > 1:
             self._sent_attempts.append((run.run_id, stage.stage_id, stage.attempts))
         self.site.emit(session, "stage", stage)
+        return True
 
 
 def _room(ahead: list[float], cost: float) -> bool:

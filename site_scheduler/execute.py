@@ -7,6 +7,7 @@ site database's only writer, records them.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,23 @@ class RedisHints:
         self.redis, self.keys = client, keys
 
     def get(self, tenant_id: str, stage: str, key: str) -> str | None:
+        """The artifact a peer derived for ``key``, or None: also when Redis does not answer (a hint
+        only saves work, so an outage costs a chunk's encode, never the stage)."""
         if stage not in self.STAGES:
             return None
-        found = self.redis.hget(self.keys.hints(tenant_id, stage), key)
+        try:
+            found = self.redis.hget(self.keys.hints(tenant_id, stage), key)
+        except redis.exceptions.RedisError:
+            return None
         # redis-py types replies bytes | str; this client (no decode_responses) gets bytes.
         return None if found is None else found.decode()  # type: ignore[union-attr]
 
     def put(self, tenant_id: str, stage: str, key: str, output: str) -> None:
+        """Share a derivation with the site's workers; lost when Redis does not answer (the scheduler's
+        registry gets it with the result anyway)."""
         if stage in self.STAGES:
-            self.redis.hset(self.keys.hints(tenant_id, stage), key, output)
+            with contextlib.suppress(redis.exceptions.RedisError):
+                self.redis.hset(self.keys.hints(tenant_id, stage), key, output)
 
 
 def run_stage(store: Path, site_id: str, tenant_id: str, kind: str, args: dict[str, Any],

@@ -73,6 +73,11 @@ class Keys:
     def cancelled(self, run_id: str) -> str:
         return f"{self.namespace}:cancelled:{run_id}"
 
+    @property
+    def scheduler(self) -> str:
+        """Hash of the scheduler's own health: ``status`` (ok, or what is unavailable), ``error``, ``since``."""
+        return f"{self.namespace}:scheduler"
+
     def host_state(self, host: str) -> str:
         return f"{self.namespace}:host:{host}"
 

@@ -95,6 +95,10 @@ class ResultStatus(StrEnum):
     FAILED = "failed"
     BLOCKED = "blocked"
     CANCELLED = "cancelled"
+    #: The worker gave the attempt up, not the stage: its heartbeat could not be sent for longer
+    #: than its TTL (Redis unreachable), so the site may be running the stage elsewhere. The
+    #: scheduler sends the stage again; an infrastructure error is never a stage failure.
+    ABANDONED = "abandoned"
 
 
 class StageResult(SiteMessage):

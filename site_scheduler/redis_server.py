@@ -8,7 +8,7 @@ controls and stage messages past the agent's signature checks, or (with CONFIG S
 SAVE) write files as the site's user. So the server has no default user; the site's ACL user
 authenticates with a random password kept 0600 in the Redis folder (never on a command line,
 where ``ps`` would show it, and never in ``site.json``), and that user cannot run the
-administrative or dangerous commands (CONFIG, SAVE, DEBUG, SHUTDOWN, FLUSHALL, KEYS, ACL,
+administrative or dangerous commands (CONFIG, SAVE, DEBUG, SHUTDOWN, FLUSHALL, ACL,
 MONITOR, MODULE…).
 """
 
@@ -29,9 +29,11 @@ from site_scheduler.errors import SiteError
 
 STARTUP_TIMEOUT_S = 10.0
 #: The site's ACL user: everything a scheduler, worker and dramatiq need, nothing that changes
-#: the server itself or reaches the filesystem.
+#: the server itself or reaches the filesystem. KEYS (in @dangerous) is allowed back: dramatiq's
+#: dispatch script calls it to requeue a dead worker's unacknowledged messages, and without it
+#: that maintenance fails with "can't run this command" and a killed worker's stage is never redelivered.
 USER = "site"
-ACL = "on ~* &* +@all -@dangerous -@admin +info"
+ACL = "on ~* &* +@all -@dangerous -@admin +info +keys"
 PASSWORD_FILE = "password"
 CONFIG_FILE = "redis.conf"
 

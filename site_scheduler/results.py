@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+import sqlalchemy.exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,7 +23,7 @@ from site_scheduler.keys import DOORBELL
 from site_scheduler.messages import ResultStatus, StageResult, read
 from site_scheduler.rows import record_rows
 from site_scheduler.status import RunStatus, StageStatus
-from site_scheduler.tables import RunRow, StageRow
+from site_scheduler.tables import QueueRow, RunRow, StageRow
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ THROUGHPUT_WINDOW_S = 3600
 IDLE_WAIT_S = 0.05
 #: Most results applied in one transaction.
 BATCH_MOST = 500
+#: Errors that mean the database did not answer, not that a result is wrong: never a reason to drop one.
+DATABASE_OUTAGES = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError)
 
 
 class Results:
@@ -97,12 +100,34 @@ class Results:
                 try:
                     with session.begin_nested():
                         self._one(session, result)
-                except Exception:
-                    # One result the scheduler cannot apply must not stop the site (it would meet
-                    # the same result again after every restart); it is logged and dropped.
-                    log.exception("result for %s/%s attempt %s not applied; dropped", result.run_id,
+                except DATABASE_OUTAGES:
+                    # The database is briefly unavailable (locked past its busy timeout, restarting):
+                    # the whole batch rolls back and stays in Redis, applied once the database answers.
+                    raise
+                except Exception as error:
+                    # A result the scheduler cannot apply must not stop the site (it would meet the
+                    # same result again after every restart), nor leave its stage running on an idle
+                    # worker: the stage fails with the reason, and retry-stage sends it again.
+                    log.exception("result for %s/%s attempt %s not applied; its stage fails", result.run_id,
                                   result.stage_id, result.attempt)
+                    with session.begin_nested():
+                        self._unapplied(session, result, error)
+            for name in self.graph.completed:  # a queue's completion counter changed: one event per batch
+                queue = session.get(QueueRow, name)
+                if queue is not None:
+                    self.site.emit(session, "queue", queue)
             self.graph.complete_runs(session)
+
+    def _unapplied(self, session: Session, result: StageResult, error: Exception) -> None:
+        stage = session.get(StageRow, (result.run_id, result.stage_id))
+        run = session.get(RunRow, result.run_id)
+        if stage is None or run is None or result.attempt != stage.attempts or not StageStatus(stage.status).in_flight:
+            return
+        stage.status = StageStatus.FAILED
+        stage.error = f"the {result.status} result of attempt {result.attempt} could not be applied: {error!r}"[:500]
+        self.site.emit(session, "stage", stage)
+        if not RunStatus(run.status).final:
+            self.graph.fail(session, run, RunStatus.FAILED, f"stage {stage.stage_id}: {stage.error}")
 
     def _one(self, session: Session, result: StageResult) -> None:
         stage = session.get(StageRow, (result.run_id, result.stage_id))
@@ -130,6 +155,11 @@ class Results:
             record_rows(session, result.rows, self.site.site_id, self.site.emit)
             stage.worker = result.worker
             self.graph.finish_stage(session, run, stage, result.outputs)
+        elif status == ResultStatus.ABANDONED:
+            # The worker lost Redis and gave the attempt up: the stage runs again, a new attempt.
+            stage.status = StageStatus.WAITING
+            stage.error = f"requeued: worker {result.worker} gave up attempt {result.attempt} ({result.error})"
+            self.site.emit(session, "stage", stage)
         elif status == ResultStatus.CANCELLED:
             stage.status = StageStatus.CANCELLED
             self.site.emit(session, "stage", stage)

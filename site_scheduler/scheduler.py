@@ -11,6 +11,7 @@ heartbeats) and :mod:`~site_scheduler.control_requests` (operator controls).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -33,9 +34,9 @@ from site_scheduler.keys import QUEUES
 from site_scheduler.liveness import Liveness, drain_until
 from site_scheduler.messages import Control, Submission
 from site_scheduler.redis_server import RedisServer
-from site_scheduler.results import Results
-from site_scheduler.status import LIVE_RUN, StageStatus
-from site_scheduler.tables import QueueRow, RunRow, StageRow
+from site_scheduler.results import DATABASE_OUTAGES, Results
+from site_scheduler.status import LIVE_RUN, StageStatus, WorkerStatus
+from site_scheduler.tables import HostRow, QueueRow, RunRow, StageRow, WorkerRow
 
 __all__ = ["Scheduler", "drain_until"]
 
@@ -43,6 +44,13 @@ log = logging.getLogger(__name__)
 
 #: Most controls, then submissions, taken in one step before results get their turn.
 TAKE_PER_STEP = 50
+#: The longest wait between two tries while Redis or the database does not answer.
+OUTAGE_BACKOFF_MAX_S = 5.0
+#: What Redis or the database raise while stalled, restarting or unreachable: the scheduler waits
+#: them out. A Redis stall over redis-py's socket timeout raises ``TimeoutError``, not
+#: ``ConnectionError``; a PostgreSQL restart or a SQLite lock past its busy timeout raise
+#: ``OperationalError``; every one of them is an outage to ride out, never a reason to exit.
+OUTAGES = (redis.exceptions.RedisError, *DATABASE_OUTAGES)
 
 
 class Scheduler:
@@ -73,8 +81,9 @@ class Scheduler:
     # -- the loop --------------------------------------------------------------------------
 
     def run_forever(self, stop: Any, supervise: RedisServer | None = None) -> None:
-        """Schedule until ``stop`` is set; restart the site's own Redis if it dies."""
+        """Schedule until ``stop`` is set; ride out Redis and database outages, restarting the site's own Redis."""
         recovered = False
+        failures = 0
         while not stop.is_set():
             try:
                 if not recovered:
@@ -84,12 +93,27 @@ class Scheduler:
                     recovered = True
                 if not self.step():
                     self.results.wait()
-            except redis.exceptions.ConnectionError:
-                recovered = False  # what was moved to a processing list before the error goes back
+                if self.site.health.state.get("status") != "ok":
+                    if failures:
+                        log.warning("the site's Redis and database answer again after %d failed tries", failures)
+                    failures = 0
+                    self.site.health.ok()
+            except OUTAGES as error:
+                # What was moved to a processing list before the error goes back on recovery; a
+                # database transaction that failed was rolled back, its items still in Redis.
+                recovered = False
+                failures += 1
+                what = "redis" if isinstance(error, redis.exceptions.RedisError) else "database"
+                level = logging.WARNING if failures == 1 or failures % 20 == 0 else logging.DEBUG
+                log.log(level, "the site's %s is unavailable (try %d, retrying): %s: %s", what, failures,
+                        type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+                self.site.health.down(what, error)
+                if what == "database":
+                    self.engine.dispose()  # reconnect: a restarted server invalidated every pooled connection
                 if supervise is not None and not supervise.alive():
                     log.warning("the site's redis-server died; restarting it on port %s", supervise.port)
                     supervise.restart()
-                time.sleep(0.2)
+                stop.wait(min(OUTAGE_BACKOFF_MAX_S, 0.2 * failures))
 
     def step(self) -> bool:
         """Handle whatever is waiting; returns True when something was done."""
@@ -118,9 +142,31 @@ class Scheduler:
         any old message left of them is then stale and skipped by the worker that receives it.
         """
         self.intake.put_back()
+        self.reassert_controls()
         with Session(self.engine) as session, session.begin():
             live = select(RunRow.run_id).where(RunRow.status.in_(LIVE_RUN))
             for stage in session.scalars(select(StageRow).where(StageRow.status == StageStatus.QUEUED,
                                                                 StageRow.run_id.in_(live))):
                 stage.status = StageStatus.WAITING
                 self.site.emit(session, "stage", stage)
+
+    def reassert_controls(self) -> None:
+        """Put back the Redis keys workers obey that the site database records: drains, host marks, pauses.
+
+        A Redis that restarted without its data would otherwise undo them silently (a drained
+        worker taking work, an offline host's workers too), and the next heartbeat sync would
+        even record the undo. Keys still present are left alone (``NX``): they keep their
+        deadlines. A drain put back has none (its deadline was in the lost key): it waits for
+        its work to finish.
+        """
+        keys = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        with Session(self.engine) as session:
+            for host in session.scalars(select(HostRow)):
+                pipe.set(keys.host_state(host.host), host.state, nx=True)
+            for worker in session.scalars(select(WorkerRow).where(
+                    WorkerRow.status.in_((WorkerStatus.DRAINING, WorkerStatus.DRAINED)))):
+                pipe.set(keys.drain(worker.name), json.dumps({"reasserted": time.time()}), nx=True)
+            for queue in session.scalars(select(QueueRow).where(QueueRow.paused)):
+                pipe.set(keys.paused(queue.name), "1", nx=True)
+        pipe.execute()

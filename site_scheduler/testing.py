@@ -119,6 +119,20 @@ class Site:
         os.killpg(process.pid, sig)
         process.wait(timeout=STOP_TIMEOUT_S)
 
+    def redis_pid(self) -> int:
+        """The pid of the site's own ``redis-server`` (found by its port), for tests that stall or kill it."""
+        port = self.client.endpoints.redis_url.rsplit(":", 1)[1].split("/")[0]
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "redis-server" in command and f":{port}" in command:
+                return int(proc.name)
+        raise AssertionError(f"no redis-server on port {port}")
+
     def _alive(self, process: subprocess.Popen[bytes], what: str, log_name: str) -> bool:
         if process.poll() is not None:
             raise AssertionError(f"{what} exited {process.returncode}: {_log_tail(self.logs / log_name)}")

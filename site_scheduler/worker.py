@@ -18,8 +18,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dramatiq
 import redis
@@ -27,6 +28,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from pydantic import ValidationError
 
 from pipeline.errors import GateBlocked, PipelineError
+from pipeline.media.ffmpeg import disk_full
 from pipeline.store import make_files_private
 from site_scheduler.broker import make_broker
 from site_scheduler.config import SiteEndpoints
@@ -37,6 +39,7 @@ from site_scheduler.messages import Heartbeat, ResultStatus, StagePayload, Stage
 from site_scheduler.status import WorkerStatus
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HEARTBEAT_SECONDS = 0.5
 HEARTBEAT_TTL_SECONDS = 10
@@ -44,6 +47,8 @@ HEARTBEAT_TTL_SECONDS = 10
 STARTED_AFTER_S = 0.05
 #: How long a message this worker may not take waits before it is offered again.
 DEFER_MS = 300
+#: The longest wait between two tries at Redis while it does not answer (reporting, gating).
+REDIS_BACKOFF_MAX_S = 2.0
 
 
 def _children(pid: int) -> list[int]:
@@ -74,6 +79,17 @@ class WorkerState:
         self.since = self.started_at = time.time()
         self.lock = threading.Lock()
         self.restarting = False
+        self.beaten = time.monotonic()  # when a heartbeat last reached Redis
+        self.abandoned: StagePayload | None = None  # the job given up because this worker went unseen
+        self.stopping = threading.Event()  # set by SIGTERM/SIGINT: waiting for Redis ends
+
+    def unseen(self) -> bool:
+        """True once no heartbeat has reached Redis for longer than its TTL.
+
+        The site then counts this worker offline and may send its stage to another worker, so
+        the work in hand is given up and no new work is taken until a heartbeat gets through.
+        """
+        return time.monotonic() - self.beaten > HEARTBEAT_TTL_SECONDS
 
     def set_status(self, status: WorkerStatus) -> None:
         with self.lock:
@@ -100,7 +116,7 @@ class WorkerState:
         cancelled, latest, paused, draining, host_state = pipe.execute()
         if cancelled or (latest is not None and int(latest) > payload.attempt):
             return "skip"
-        if paused or _refusal(bool(draining), host_state):
+        if paused or _refusal(bool(draining), host_state) or self.unseen():
             return "defer"
         return None
 
@@ -116,6 +132,7 @@ class WorkerState:
         pipe.expire(self.keys.worker(self.name), HEARTBEAT_TTL_SECONDS)
         pipe.sadd(self.keys.workers, self.name)
         pipe.execute()
+        self.beaten = time.monotonic()
 
 
 class SiteControls(Middleware):
@@ -128,11 +145,33 @@ class SiteControls(Middleware):
         payload = _payload(message.kwargs)
         if payload is None:
             raise SkipMessage()
-        verdict = self.state.gate(payload, message.queue_name)
+        verdict = _retrying(lambda: self.state.gate(payload, message.queue_name), self.state.stopping)
         if verdict == "defer":
             broker.enqueue(message.copy(), delay=DEFER_MS)
         if verdict is not None:
             raise SkipMessage()
+
+
+def _retrying(call: Callable[[], T], stopping: threading.Event) -> T:
+    """``call()``, tried again with a growing pause for as long as Redis raises (stalled, restarting, down).
+
+    Used where giving up would lose something: a message whose gate raised would be dropped by
+    dramatiq and its stage left queued forever; a result not reported would leave its stage
+    running forever. Redis coming back is the only way on, so this waits for it, unless the
+    worker is asked to stop: then the error is raised, since a worker that goes offline has its
+    stages sent again by the site (and dramatiq redelivers its unacknowledged messages).
+    """
+    tries = 0
+    while True:
+        try:
+            return call()
+        except redis.exceptions.RedisError as error:
+            if stopping.is_set():
+                raise
+            tries += 1
+            if tries == 1 or tries % 30 == 0:
+                log.warning("Redis does not answer (%s: %s); trying again", type(error).__name__, error)
+            stopping.wait(min(REDIS_BACKOFF_MAX_S, 0.05 * tries))
 
 
 def _refusal(draining: bool, host_state: bytes | None) -> str | None:
@@ -176,9 +215,13 @@ def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
             result = StageResult(**ids, status=ResultStatus.BLOCKED, error=str(blocked),
                                  seconds=round(time.monotonic() - began, 4))
         except (PipelineError, OSError, ValueError, KeyError) as error:
-            cancelled = state.redis.exists(state.keys.cancelled(job.run_id))
-            result = StageResult(**ids, status=ResultStatus.CANCELLED if cancelled else ResultStatus.FAILED,
-                                 error=f"{type(error).__name__}: {error}", seconds=round(time.monotonic() - began, 4))
+            cancelled = _retrying(lambda: state.redis.exists(state.keys.cancelled(job.run_id)), state.stopping)
+            status = ResultStatus.CANCELLED if cancelled else ResultStatus.FAILED
+            if state.abandoned is job:  # killed because this worker went unseen, not because the stage failed
+                status = ResultStatus.ABANDONED
+            full = disk_full(error, Path(endpoints.store)) if isinstance(error, OSError) else None
+            result = StageResult(**ids, status=status, error=full or f"{type(error).__name__}: {error}",
+                                 seconds=round(time.monotonic() - began, 4))
         except Exception as error:  # a bug in a stage: report it rather than lose the stage
             result = StageResult(**ids, status=ResultStatus.FAILED,
                                  error="".join(traceback.format_exception_only(error)).strip())
@@ -186,6 +229,7 @@ def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
             started.cancel()
             with state.lock:
                 state.current = None
+                state.abandoned = None
             state.set_status(WorkerStatus.IDLE)
         _report(state, result)
 
@@ -193,15 +237,9 @@ def make_handler(state: WorkerState, endpoints: SiteEndpoints) -> Any:
 
 
 def _report(state: WorkerState, result: StageResult) -> None:
-    """Hand a result to the scheduler; a Redis restart delays it, never loses it."""
+    """Hand a result to the scheduler; Redis stalled, restarting or down delays it, never loses it."""
     payload = result.encode()
-    for attempt in range(600):
-        try:
-            state.redis.rpush(state.keys.results, payload)
-            return
-        except redis.exceptions.ConnectionError:
-            time.sleep(min(1.0, 0.05 * (attempt + 1)))
-    raise SiteError(f"could not report {result.run_id}/{result.stage_id}: Redis unreachable for minutes")
+    _retrying(lambda: state.redis.rpush(state.keys.results, payload), state.stopping)
 
 
 def _watch(state: WorkerState, stop: threading.Event, halted: threading.Event) -> None:
@@ -209,20 +247,42 @@ def _watch(state: WorkerState, stop: threading.Event, halted: threading.Event) -
 
     It beats until the worker has halted, not merely been asked to stop: a job still running
     through a graceful stop keeps its heartbeat, so it is not requeued as if its worker had died,
-    and a cancellation can still kill its subprocesses.
+    and a cancellation can still kill its subprocesses. No Redis error ends it (a stall past the
+    socket timeout raises ``TimeoutError``): it tries again next beat, and once its heartbeat has
+    been missing longer than the TTL it gives up the job in hand (see :meth:`WorkerState.unseen`).
     """
     while not halted.is_set():
-        with contextlib.suppress(redis.exceptions.ConnectionError):  # Redis restarting: try next beat
+        try:
             _watch_once(state, stop)
+        except redis.exceptions.RedisError as error:
+            log.debug("heartbeat not sent: %s: %s", type(error).__name__, error)
+        if state.unseen():
+            _abandon(state)
         halted.wait(HEARTBEAT_SECONDS)
+
+
+def _abandon(state: WorkerState) -> None:
+    """Kill the job in hand's subprocesses: this worker is offline to the site, which may run it elsewhere."""
+    with state.lock:
+        job = state.current
+        if job is None or state.abandoned is job:
+            return
+        state.abandoned = job
+    log.warning("no heartbeat reached Redis for %s s: abandoning %s/%s attempt %s", HEARTBEAT_TTL_SECONDS,
+                job.run_id, job.stage_id, job.attempt)
+    _kill_children()
+
+
+def _kill_children() -> None:
+    for pid in reversed(_children(os.getpid())):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _watch_once(state: WorkerState, stop: threading.Event) -> None:
     job = state.current
     if job and _must_stop(state, job):
-        for pid in reversed(_children(os.getpid())):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _kill_children()
     if state.refused() == "draining":
         state.set_status(WorkerStatus.DRAINED if job is None else WorkerStatus.DRAINING)
         if job is None and not stop.is_set() and state.redis.exists(state.keys.restart(state.name)):
@@ -260,14 +320,31 @@ def _restart(state: WorkerState) -> None:
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
+def refuse_taken_name(state: WorkerState) -> None:
+    """Refuse to start under a name a live worker on another host reports.
+
+    A worker is known to the site, its agent and the operator by its name alone: a second
+    process elsewhere reporting the same name would overwrite the first one's heartbeat, and a
+    drain or restart meant for one would reach the other (issue 8). Another process on the same
+    host may take the name over (an agent restarting its worker), so only the host is compared.
+    """
+    # redis-py types replies bytes | str; this client (no decode_responses) gets bytes.
+    raw: dict[bytes, bytes] = state.redis.hgetall(state.keys.worker(state.name))  # type: ignore[assignment]
+    beat = Heartbeat.from_hash(raw, state.keys.worker(state.name)) if raw else None
+    if beat is not None and beat.host != state.host and beat.status != WorkerStatus.OFFLINE:
+        raise SiteError(f"--name: value {state.name!r}: a live worker on host {beat.host!r} (pid {beat.pid}) "
+                        f"already reports that name; expected a name no worker on another host uses")
+
+
 def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str | None = None) -> None:
     make_files_private()  # what it writes lands in the site's store and scratch folders
     client = redis.Redis.from_url(endpoints.redis_url)
     keys = Keys(endpoints.namespace)
     state = WorkerState(name, keys, client, queues, host or socket.gethostname())
+    refuse_taken_name(state)
     broker, _ = make_broker(endpoints.redis_url, endpoints.namespace, make_handler(state, endpoints),
                             middleware=[SiteControls(state)])
-    stop, halted = threading.Event(), threading.Event()
+    stop, halted = state.stopping, threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     watcher = threading.Thread(target=_watch, args=(state, stop, halted), name="heartbeat", daemon=True)
@@ -285,7 +362,7 @@ def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str
         watcher.join(timeout=5)
         if not state.restarting:
             state.set_status(WorkerStatus.OFFLINE)
-            with contextlib.suppress(redis.exceptions.ConnectionError):
+            with contextlib.suppress(redis.exceptions.RedisError):
                 state.beat()
         broker.close()
     if state.restarting:

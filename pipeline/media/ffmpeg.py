@@ -8,6 +8,7 @@ number of parallel workers (see shared/research/video.md, section 2).
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import subprocess
@@ -90,8 +91,54 @@ def _run(args: list[str], purpose: str) -> subprocess.CompletedProcess[bytes]:
     except OSError as exc:
         raise MediaError(f"{purpose}: cannot start ffmpeg: {exc}") from exc
     if proc.returncode != 0:
+        full = full_volume(args, proc.stderr)
+        if full is not None:
+            raise MediaError(f"{purpose}: {full}")
         raise MediaError(f"{purpose}: ffmpeg exited {proc.returncode}: {stderr_tail(proc.stderr)}")
     return proc
+
+
+def full_volume(args: list[str], stderr: bytes) -> str | None:
+    """"No space left on device on MOUNT (writing PATH)" when ffmpeg failed for want of space, else None.
+
+    ffmpeg reports a full disk in the middle of its output (x264's statistics come last), so
+    its last lines would hide the cause; the operator needs the full volume's name to free it.
+    """
+    outputs = [Path(arg.removeprefix("file:")) for arg in args if arg.startswith("file:/")]
+    target = outputs[-1] if outputs else None  # ffmpeg's output is its last file argument
+    said = b"No space left on device" in stderr
+    if target is None:
+        return "No space left on device" if said else None
+    folder = target.parent
+    if not said:
+        try:
+            stats = os.statvfs(folder)
+        except OSError:
+            return None
+        if stats.f_bavail > 0:
+            return None
+    return f"No space left on device on {mount_point(folder)} (writing {target})"
+
+
+def disk_full(error: OSError, fallback: Path) -> str | None:
+    """"No space left on device on MOUNT (writing PATH)" for a full disk or quota, else None.
+
+    Python's own message names only the file; an operator freeing space needs the volume.
+    """
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = Path(error.filename) if isinstance(error.filename, str) else fallback
+    return f"No space left on device on {mount_point(where)} (writing {where})"
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the volume holding ``path`` (the nearest existing ancestor's)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
 
 
 def run_ffmpeg(args: list[str], purpose: str) -> str:

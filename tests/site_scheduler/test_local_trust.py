@@ -43,7 +43,7 @@ def test_the_sites_redis_needs_its_password_and_refuses_admin_commands(site: Sit
     insider = redis.Redis.from_url(url, socket_timeout=5)
     assert insider.ping()
     for command in (("CONFIG", "SET", "dir", "/tmp"), ("SAVE",), ("BGSAVE",), ("DEBUG", "SLEEP", "0"),
-                    ("FLUSHALL",), ("SHUTDOWN",), ("ACL", "LIST"), ("MODULE", "LIST"), ("KEYS", "*")):
+                    ("FLUSHALL",), ("SHUTDOWN",), ("ACL", "LIST"), ("MODULE", "LIST")):
         with pytest.raises(redis.exceptions.NoPermissionError):
             insider.execute_command(*command)
     assert site.cli("site", "queues").returncode == 0, "the site still works"

@@ -1,0 +1,306 @@
+"""Faults an operator's bad night brings (issue 9), on a real site: each must be ridden out, never hang a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+
+from pipeline.render import RenderRequest, render
+from pipeline.store import file_sha256
+from tests.pipeline.conftest import require_espeak
+from tests.site_scheduler.conftest import Site
+
+#: Longer than redis-py's 5 s socket timeout: every client sees ``TimeoutError``, not ``ConnectionError``.
+STALL_S = 7
+
+
+def _render_hash(project: Path, tmp_path: Path) -> str:
+    result = render(RenderRequest(project=project, out=tmp_path / "render-out", store=tmp_path / "render-store"))
+    assert result.output is not None
+    return result.output.video.sha256
+
+
+def _running_shot(site: Site, run_id: str) -> dict[str, object] | None:
+    return next((s for s in site.run(run_id)["stages"] if s["kind"] == "shot" and s["status"] == "running"), None)
+
+
+@contextmanager
+def _stopped(pid: int) -> Iterator[None]:
+    """The process frozen (SIGSTOP) for the block; always thawed again."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _online(site: Site, names: set[str]) -> bool:
+    return {w["name"] for w in site.client.workers() if w["status"] != "offline"} >= names
+
+
+def test_a_redis_stall_past_the_socket_timeout_is_ridden_out(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    site.start_worker("w1")
+    site.start_worker("w2")
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    site.wait_until(lambda: _running_shot(site, run_id), "a shot to start", timeout=90)
+    with _stopped(site.redis_pid()):
+        time.sleep(STALL_S)
+    run = site.wait(run_id, timeout=240)
+    assert run["status"] == "completed", run
+    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert site.scheduler is not None and site.scheduler.poll() is None, "the scheduler never exited"
+    for name, process in site.workers.items():
+        assert process.poll() is None, f"worker {name} exited"
+    # Heartbeats flow again: both workers are online, and stay so past the heartbeat TTL.
+    site.wait_until(lambda: _online(site, {"w1", "w2"}), "both workers online", timeout=30)
+    time.sleep(11)
+    assert _online(site, {"w1", "w2"}), site.client.workers()
+    health = site.client.redis.hgetall(site.client.keys.scheduler)
+    assert health[b"status"] == b"ok", health
+
+
+def _sqlite_path(site: Site) -> str:
+    url = site.client.endpoints.db_url
+    assert url.startswith("sqlite:///"), url
+    return url.removeprefix("sqlite:///")
+
+
+def test_a_database_write_lock_held_for_seconds_drops_no_result(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    site.start_worker("w1")
+    site.start_worker("w2")
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    site.wait_until(lambda: _running_shot(site, run_id), "a shot to start", timeout=90)
+    # Another process writes and holds the write lock for 3 s, three times, while shots finish:
+    # the scheduler's transactions meet "database is locked" and must keep what they carried.
+    other = sqlite3.connect(_sqlite_path(site), timeout=60, isolation_level=None)
+    try:
+        other.execute("CREATE TABLE IF NOT EXISTS lock_probe (n INTEGER)")
+        for n in range(3):
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO lock_probe VALUES (?)", (n,))
+            time.sleep(3)
+            other.execute("COMMIT")
+            time.sleep(0.1)
+    finally:
+        other.close()
+    run = site.wait(run_id, timeout=240)
+    assert run["status"] == "completed", run
+    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert site.scheduler is not None and site.scheduler.poll() is None, "the scheduler never exited"
+    health = site.client.redis.hgetall(site.client.keys.scheduler)
+    assert health[b"status"] == b"ok", health
+
+
+def test_a_stage_left_running_on_an_idle_worker_can_be_retried(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    site.start_worker("w1")
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    first = site.wait(run_id, timeout=240)
+    assert first["status"] == "completed"
+    # Each queue's completion counter reached the outbox as the workers finished its stages.
+    ran = Counter(s["queue"] for s in first["stages"] if s["worker"] != "cache")
+    counted = {e["row"]["name"]: e["row"]["completed"] for e in site.client.outbox(0) if e["entity"] == "queue"}
+    assert {queue: counted.get(queue) for queue in ran} == dict(ran), counted
+    shot = next(s for s in first["stages"] if s["kind"] == "shot")
+    # What a dropped result used to leave: the stage running on a worker that is idle.
+    db = sqlite3.connect(_sqlite_path(site), timeout=60, isolation_level=None)
+    try:
+        db.execute("UPDATE stages SET status = 'running', worker = 'w1' WHERE run_id = ? AND stage_id = ?",
+                   (run_id, shot["stage_id"]))
+        db.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE run_id = ?", (run_id,))
+    finally:
+        db.close()
+    refused = site.cli("site", "retry-stage", run_id, "script", check=False)
+    assert refused.returncode == 4 and "not failed" in refused.stderr
+    site.cli("site", "retry-stage", run_id, str(shot["stage_id"]))
+    run = site.wait(run_id, timeout=240)
+    assert run["status"] == "completed", run
+    assert site.stage(run_id, str(shot["stage_id"]))["status"] == "done"
+    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+
+
+def test_a_worker_name_live_on_another_host_is_refused(site: Site) -> None:
+    site.start_worker("w1")
+    taken = site.cli("worker", "--name", "w1", "--host", "elsewhere", check=False)
+    assert taken.returncode != 0
+    assert "'w1'" in taken.stderr and "already reports that name" in taken.stderr, taken.stderr
+    [w1] = [w for w in site.client.workers() if w["name"] == "w1"]
+    assert w1["host"] != "elsewhere" and w1["status"] != "offline"
+    # The refused process changed nothing; another name is accepted.
+    site.start_worker("w2")
+    assert {w["name"] for w in site.client.workers()} >= {"w1", "w2"}
+
+
+@contextmanager
+def _small_volume(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` for the block (needs the right to mount; skipped without it)."""
+    path.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small volume here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_a_full_disk_is_named_and_a_retry_after_freeing_space_gives_the_same_bytes(tmp_path: Path) -> None:
+    from pipeline.errors import MediaError
+    from pipeline.media.ffmpeg import media_url, run_ffmpeg
+
+    encode = ["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=2", "-c:v", "libx264",
+              "-preset", "ultrafast", "-threads", "1", "-f", "mp4"]
+    reference = tmp_path / "reference.mp4"
+    run_ffmpeg([*encode, media_url(reference)], "encode the reference")
+    with _small_volume(tmp_path / "volume", "1m") as volume:
+        filler = volume / "filler"
+        with filler.open("wb") as out, pytest.raises(OSError):
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        with pytest.raises(MediaError) as full:
+            run_ffmpeg([*encode, media_url(volume / "clip.mp4")], "encode a clip")
+        assert f"No space left on device on {volume}" in str(full.value), str(full.value)
+        filler.unlink()
+        run_ffmpeg([*encode, media_url(volume / "clip.mp4")], "encode a clip")
+        assert file_sha256(volume / "clip.mp4") == file_sha256(reference)
+
+
+def test_mix_chunk_hints_are_only_hints_when_redis_stalls(site: Site) -> None:
+    from site_scheduler.execute import RedisHints
+
+    client = redis.Redis.from_url(site.client.endpoints.redis_url, socket_timeout=1)
+    hints = RedisHints(client, site.client.keys)
+    stage = RedisHints.STAGES[0]
+    with _stopped(site.redis_pid()):
+        assert hints.get("default", stage, "chunk-key") is None  # a stall is a miss, not an error
+        hints.put("default", stage, "chunk-key", "artifact")  # lost, not raised
+    hints.put("default", stage, "chunk-key", "artifact")
+    assert hints.get("default", stage, "chunk-key") == "artifact"
+    client.close()
+
+
+def test_drains_host_marks_and_pauses_come_back_after_redis_loses_its_data(site: Site) -> None:
+    site.start_worker("w1")
+    site.start_worker("w2")
+    host = next(w["host"] for w in site.client.workers() if w["name"] == "w2")
+    site.cli("site", "drain-worker", "w1")
+    site.cli("site", "pause-queue", "media_queue")
+    site.cli("site", "mark-host", host, "degraded")
+    keys, client = site.client.keys, site.client.redis
+    assert client.exists(keys.drain("w1")) and client.exists(keys.paused("media_queue"))
+    # Redis dies and comes back without its data (its append-only files are gone).
+    for persisted in (site.data_dir / "redis").glob("appendonly*"):  # a file (Redis 6) or a folder (7)
+        shutil.rmtree(persisted) if persisted.is_dir() else persisted.unlink()
+    os.kill(site.redis_pid(), signal.SIGKILL)
+
+    def restored() -> bool:
+        try:
+            return bool(client.exists(keys.drain("w1")) and client.exists(keys.paused("media_queue"))
+                        and client.get(keys.host_state(host)) == b"degraded")
+        except redis.exceptions.RedisError:
+            return False  # not back yet
+
+    site.wait_until(restored, "the drain, the pause and the host mark back in Redis", timeout=30)
+    time.sleep(2)  # several heartbeat syncs: none may undo the drain
+    [w1] = [w for w in site.client.workers() if w["name"] == "w1"]
+    assert w1["status"] in ("draining", "drained"), w1
+
+
+def test_cinefleet_render_on_a_full_disk_says_so_and_a_retry_after_freeing_space_matches(
+        pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    reference = _render_hash(pilot, tmp_path)
+    out = tmp_path / "out"
+    with _small_volume(tmp_path / "volume", "1m") as volume:
+        store = volume / "store"
+        command = [sys.executable, "-m", "cinefleet", "render", str(pilot), "--out", str(out), "--store", str(store)]
+        full = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert full.returncode == 1, full.stderr
+        assert f"No space left on device on {volume}" in full.stderr and "Traceback" not in full.stderr, full.stderr
+        summary = json.loads((out / "run_summary.json").read_text())
+        assert summary["status"] == "failed" and "No space left on device" in summary["errors"][0]["message"]
+        subprocess.run(["mount", "-o", "remount,size=512m", str(volume)], check=True)  # space freed
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert again.returncode == 0, again.stderr
+    assert file_sha256(out / "episode.mp4") == reference
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            found += [kid, *_descendants(kid)]
+    return found
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def test_a_worker_unseen_past_its_heartbeat_ttl_abandons_its_job_and_comes_back(
+        site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    from pipeline.media.ffmpeg import ffmpeg_path
+
+    marker = tmp_path / "hang-next-encode"
+    slow = tmp_path / "ffmpeg"
+    slow.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" != "-version" ] && [ -e "{marker}" ]; then rm -f "{marker}"; sleep 60; fi\n'
+        f'exec "{ffmpeg_path()}" "$@"\n'
+    )
+    slow.chmod(0o755)
+    marker.touch()
+    site.start_worker("w1", env={"CINEFLEET_FFMPEG": str(slow)})
+    run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
+    worker = site.workers["w1"]
+    hung = site.wait_until(lambda: next((p for p in _descendants(worker.pid) if _comm(p) == "sleep"), None),
+                           "an encode to hang", timeout=120)
+    with _stopped(site.redis_pid()):
+        time.sleep(13)  # past the heartbeat TTL (10 s): the worker must give its job up
+        assert not Path(f"/proc/{hung}").exists() or _comm(hung) != "sleep", "the hung encode was killed"
+    run = site.wait(run_id, timeout=240)
+    assert run["status"] == "completed", run
+    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert "abandoning" in (site.logs / "w1.log").read_text()
+    site.wait_until(lambda: _online(site, {"w1"}), "w1 back online", timeout=30)
+    assert worker.poll() is None
+
+
+def test_identical_runs_submitted_together_render_each_shot_once(site: Site, pilot: Path, tmp_path: Path) -> None:
+    require_espeak()
+    site.start_worker("w1")
+    site.start_worker("w2")
+    run_ids = [site.client.submit(pilot) for _ in range(2)]
+    runs = [site.wait(run_id, timeout=300) for run_id in run_ids]
+    assert [run["status"] for run in runs] == ["completed", "completed"], runs
+    episodes = {file_sha256(Path(run["episode"])) for run in runs}
+    assert episodes == {_render_hash(pilot, tmp_path)}
+    shots = [s for run in runs for s in run["stages"] if s["kind"] == "shot"]
+    rendered = Counter(s["identity"] for s in shots if s["worker"] != "cache")
+    assert rendered and set(rendered.values()) == {1}, rendered
+    assert set(rendered) == {s["identity"] for s in shots}, "each shot rendered by one run, reused by the other"
