@@ -51,7 +51,7 @@ DEFER_MS = 300
 REDIS_BACKOFF_MAX_S = 2.0
 
 
-def _children(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Every descendant of ``pid`` (Linux /proc), deepest last."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
@@ -61,7 +61,7 @@ def _children(pid: int) -> list[int]:
             continue
         for kid in kids:
             found.append(kid)
-            found.extend(_children(kid))
+            found.extend(descendants(kid))
     return found
 
 
@@ -274,7 +274,7 @@ def _abandon(state: WorkerState) -> None:
 
 
 def _kill_children() -> None:
-    for pid in reversed(_children(os.getpid())):
+    for pid in reversed(descendants(os.getpid())):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 

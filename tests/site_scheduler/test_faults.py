@@ -20,8 +20,9 @@ import redis
 
 from pipeline.render import RenderRequest, render
 from pipeline.store import file_sha256
+from site_scheduler.testing import Site
+from site_scheduler.worker import descendants
 from tests.pipeline.conftest import require_espeak
-from tests.site_scheduler.conftest import Site
 
 #: Longer than redis-py's 5 s socket timeout: every client sees ``TimeoutError``, not ``ConnectionError``.
 STALL_S = 7
@@ -242,17 +243,6 @@ def test_cinefleet_render_on_a_full_disk_says_so_and_a_retry_after_freeing_space
     assert file_sha256(out / "episode.mp4") == reference
 
 
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids = [int(k) for k in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            found += [kid, *_descendants(kid)]
-    return found
-
 
 def _comm(pid: int) -> str:
     try:
@@ -278,7 +268,7 @@ def test_a_worker_unseen_past_its_heartbeat_ttl_abandons_its_job_and_comes_back(
     site.start_worker("w1", env={"CINEFLEET_FFMPEG": str(slow)})
     run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
     worker = site.workers["w1"]
-    hung = site.wait_until(lambda: next((p for p in _descendants(worker.pid) if _comm(p) == "sleep"), None),
+    hung = site.wait_until(lambda: next((p for p in descendants(worker.pid) if _comm(p) == "sleep"), None),
                            "an encode to hang", timeout=120)
     with _stopped(site.redis_pid()):
         time.sleep(13)  # past the heartbeat TTL (10 s): the worker must give its job up

@@ -19,6 +19,7 @@ from site_scheduler import outbox
 from site_scheduler.database import migrate, open_engine
 from site_scheduler.tables import RunRow, StageRow, row_dict
 from site_scheduler.testing import Site
+from site_scheduler.worker import descendants
 from tests.pipeline.conftest import require_espeak
 
 
@@ -145,10 +146,9 @@ def test_cancel_skips_queued_stages_kills_ffmpeg_and_publishes_nothing(site: Sit
 
 
 def _ffmpeg_children(pid: int) -> list[str]:
-    from site_scheduler.worker import _children
 
     names = []
-    for child in _children(pid):
+    for child in descendants(pid):
         try:
             names.append(Path(f"/proc/{child}/comm").read_text().strip())
         except OSError:
@@ -276,10 +276,9 @@ def test_restart_worker_gives_a_fresh_process_and_loses_nothing(site: Site, pilo
 
 
 def _sleeping_children(pid: int) -> list[int]:
-    from site_scheduler.worker import _children
 
     found = []
-    for child in _children(pid):
+    for child in descendants(pid):
         try:
             if Path(f"/proc/{child}/comm").read_text().strip() == "sleep":
                 found.append(child)
