@@ -3,12 +3,14 @@
 The scheduler is the site database's only writer, so the next number is the current maximum
 plus one, taken inside the same transaction as the change it describes (read once per
 transaction, then counted on). Shipping it to the
-control plane comes with the control plane; :func:`replay` is how a reader rebuilds the
-site's tables from it.
+control plane is :mod:`site_scheduler.shipper`'s; :func:`replay` is how a reader rebuilds the
+site's tables from it. Each event carries its wall-clock commit time (the centre's replication
+lag), which is never hashed.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -50,7 +52,8 @@ def append_event(session: Session, entity: str, key: list[str], data: dict[str, 
     """Record an event that is no row of a site table (a cost event)."""
     seq = session.info.get(_NEXT_SEQ) or (session.scalar(select(func.max(OutboxRow.seq))) or 0) + 1
     session.info[_NEXT_SEQ] = seq + 1
-    session.add(OutboxRow(seq=seq, site_id=site_id, tenant_id=tenant_id, entity=entity, key=key, op=op, row=data))
+    session.add(OutboxRow(seq=seq, site_id=site_id, tenant_id=tenant_id, entity=entity, key=key, op=op, row=data,
+                          committed_at=time.time()))
     return seq
 
 

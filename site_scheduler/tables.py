@@ -103,6 +103,8 @@ class OutboxRow(Base):
     key: Mapped[list[str]] = mapped_column(JSON)
     op: Mapped[str] = mapped_column(String(16))
     row: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Wall-clock unix seconds of the append (the control plane's replication lag); never hashed.
+    committed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 #: The tables the outbox replicates, by entity name (registry rows travel too but are not replayed).
