@@ -1,11 +1,17 @@
-"""The fleet database: what the centre knows of every site, and (in later migrations) hosts, workers,
-queues, runs, stages, commands, people and the audit chain."""
+"""The fleet database: what the centre knows of every site, host, worker, queue, run, stage and cost.
+
+Every replicated table is keyed by ``site_id`` first (two sites may name a worker or a queue
+alike) and carries the site's ``tenant_id`` where the site has one; ``replicated_seq`` is the
+outbox event that last wrote the row and ``updated_at`` the centre's clock when it did. The
+indexes serve the API's filters (status, site, tenant, project, submitted date) and its keyset
+pagination on ``(submitted_at, site_id, run_id)``.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, Float, String, Table
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -23,3 +29,215 @@ class SiteRow(Base):
     cursor: Mapped[int] = mapped_column(BigInteger, default=0)
     first_seen_at: Mapped[float] = mapped_column(Float)
     last_push_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: sha256 of the site's push token (``control site add``); None: the site cannot push with a token.
+    token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: The site's newest seq as of its last push: the backlog is ``site_head - cursor``.
+    site_head: Mapped[int] = mapped_column(BigInteger, default=0)
+    applied_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: The site's commit time of the newest applied event, and now minus it when it was applied.
+    newest_committed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lag_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: An exponentially decaying event rate (time constant ``ingest.RATE_TAU_S``) as of ``rate_at``.
+    events_per_s: Mapped[float] = mapped_column(Float, default=0.0)
+    rate_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_submitted", "submitted_at", "site_id", "run_id"),
+        Index("ix_runs_tenant_submitted", "tenant_id", "submitted_at", "site_id", "run_id"),
+        Index("ix_runs_status_submitted", "status", "submitted_at"),
+        Index("ix_runs_site_submitted", "site_id", "submitted_at"),
+        Index("ix_runs_project", "project_hash"),
+    )
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    project_path: Mapped[str] = mapped_column(Text)
+    project_hash: Mapped[str] = mapped_column(String(64))
+    out_dir: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)
+    episode: Mapped[str | None] = mapped_column(Text, nullable=True)
+    submitted_seq: Mapped[int] = mapped_column(Integer)
+    #: The site's submission time; the event's commit time when the site had none (never NULL: keyset pages).
+    submitted_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    replicated_seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class StageRow(Base):
+    __tablename__ = "stages"
+    __table_args__ = (Index("ix_stages_status", "status"), Index("ix_stages_tenant", "tenant_id"))
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    stage_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    queue: Mapped[str] = mapped_column(String(32))
+    identity: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    depends_on: Mapped[list[str]] = mapped_column(JSON)
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    output: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error: Mapped[str] = mapped_column(Text)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cache_hits: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cache_misses: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    replicated_seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class WorkerRow(Base):
+    __tablename__ = "workers"
+    __table_args__ = (Index("ix_workers_host", "site_id", "host"), Index("ix_workers_status", "status"))
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(128))
+    pid: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    queues: Mapped[list[str]] = mapped_column(JSON)
+    current_job: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    since: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    replicated_seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class QueueRow(Base):
+    __tablename__ = "queues"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean)
+    completed: Mapped[int] = mapped_column(Integer)
+    replicated_seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class SiteHostRow(Base):
+    """A host as its site marks it (``mark-host``: healthy, degraded, offline): replicated, not reported."""
+
+    __tablename__ = "site_hosts"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    replicated_seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class ArtifactRow(Base):
+    __tablename__ = "artifacts"
+    __table_args__ = (Index("ix_artifacts_kind", "kind"),)
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    schema_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    parents: Mapped[list[str]] = mapped_column(JSON)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    compute_origin: Mapped[str] = mapped_column(String(16))
+    license: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    recorded_at: Mapped[str] = mapped_column(String(40))  # the site's ISO 8601 text, as replicated
+    replicated_seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class CostRow(Base):
+    """What one attempt of a stage cost (an outbox ``cost`` event; inserted once, never changed)."""
+
+    __tablename__ = "costs"
+    __table_args__ = (Index("ix_costs_tenant_committed", "tenant_id", "committed_at"),)
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    stage_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    origin: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(64))
+    compute_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    usd: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16))
+    committed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    replicated_seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class HostRow(Base):
+    """A host as its agent last reported it (``ReportHealth``); its state at the centre is derived on read."""
+
+    __tablename__ = "hosts"
+    __table_args__ = (Index("ix_hosts_last_report", "last_report_at"),)
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(128), primary_key=True)
+    agent_address: Mapped[str] = mapped_column(String(255))
+    agent_tls: Mapped[bool] = mapped_column(Boolean)
+    interval_s: Mapped[float] = mapped_column(Float)
+    #: The agent's own verdict: healthy, degraded or offline, and why when not healthy.
+    reported_state: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[list[str]] = mapped_column(JSON)
+    first_seen_at: Mapped[float] = mapped_column(Float)
+    last_report_at: Mapped[float] = mapped_column(Float)  # the centre's clock
+    sampled_at: Mapped[float] = mapped_column(Float)  # the agent's clock
+    load_1m: Mapped[float] = mapped_column(Float)
+    load_5m: Mapped[float] = mapped_column(Float)
+    cpu_count: Mapped[int] = mapped_column(Integer)
+    memory_used_bytes: Mapped[int] = mapped_column(BigInteger)
+    memory_total_bytes: Mapped[int] = mapped_column(BigInteger)
+    disks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    temperatures: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    workers: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    trusted_key_ids: Mapped[list[str]] = mapped_column(JSON)
+    trust_bundle_version: Mapped[int] = mapped_column(BigInteger)
+    trust_problem: Mapped[str] = mapped_column(Text)
+    #: When this host's history was last trimmed to its bound.
+    pruned_at: Mapped[float] = mapped_column(Float)
+
+
+class HostSampleRow(Base):
+    """One report of a host, for graphs; each host keeps a bounded window (``health.HISTORY_S``)."""
+
+    __tablename__ = "host_samples"
+    __table_args__ = (Index("ix_host_samples_host_time", "site_id", "host", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    site_id: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))
+    load_1m: Mapped[float] = mapped_column(Float)
+    memory_used_bytes: Mapped[int] = mapped_column(BigInteger)
+    memory_total_bytes: Mapped[int] = mapped_column(BigInteger)
+    disk_used_fraction: Mapped[float] = mapped_column(Float)  # the fullest volume
+    workers_busy: Mapped[int] = mapped_column(Integer)
+
+
+class PushRefusalRow(Base):
+    """A push or report refused for its identity (another site's id, a bad token); the audit chain takes these over."""
+
+    __tablename__ = "push_refusals"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    method: Mapped[str] = mapped_column(String(32))
+    claimed_site_id: Mapped[str] = mapped_column(String(64))
+    peer: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
