@@ -44,6 +44,8 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from cinefleet import logs
+from control_plane.cli import control_app
+from control_plane.errors import ControlError, ControlInputError
 from ops_agent.cli import agent_app, audit_app, keys_app, ops, pki_app
 from ops_agent.errors import AgentError, AgentInputError, Rejected
 from pipeline.errors import GateBlocked, InputError, PipelineError
@@ -84,6 +86,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int | Callable[[BaseException], int
     (InputError, EXIT_INPUT),
     (AgentInputError, EXIT_INPUT),
     (ActionInputError, EXIT_INPUT),
+    (ControlInputError, EXIT_INPUT),
     (GateBlocked, EXIT_BLOCKED),
     (RunBlocked, EXIT_BLOCKED),
     (ControlRefused, EXIT_REFUSED),
@@ -98,6 +101,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int | Callable[[BaseException], int
     (PipelineError, EXIT_FAILED),
     (SiteError, EXIT_FAILED),
     (AgentError, EXIT_FAILED),
+    (ControlError, EXIT_FAILED),
 )
 
 
@@ -149,6 +153,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(pki_app, name="pki")
 app.command("ops")(ops)
 app.add_typer(bench_app, name="bench")
+app.add_typer(control_app, name="control")
 
 
 def default_store() -> Path:

@@ -1,0 +1,75 @@
+"""Which site may push: per-site tokens, kept only as hashes, and the record of refused calls.
+
+``cinefleet control site add SITE`` makes a random token, stores its sha256 and prints it once;
+the site's shipper and its agents send it as ``authorization: Bearer TOKEN``. A call for a
+site id whose hash does not match is refused and written to ``push_refusals`` (the audit chain
+takes these rows over when it exists), naming the site the token belongs to when it is another's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from control_plane.errors import ControlInputError, Refused
+from control_plane.tables import PushRefusalRow, SiteRow
+
+_SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_site_id(site_id: str) -> None:
+    if not _SITE_ID.fullmatch(site_id):
+        raise ControlInputError(f"site: value {site_id!r}: expected 1-64 letters, digits, '.', '_' or '-', starting "
+                                "with a letter or digit")
+
+
+def add_site(engine: Engine, site_id: str, now: float | None = None) -> tuple[str, bool]:
+    """Give ``site_id`` a new push token; returns it (shown once, never stored) and whether one was replaced."""
+    check_site_id(site_id)
+    token = secrets.token_urlsafe(32)
+    now = time.time() if now is None else now
+    with Session(engine) as session, session.begin():
+        site = session.get(SiteRow, site_id)
+        replaced = site is not None and site.token_hash is not None
+        if site is None:
+            site = SiteRow(site_id=site_id, cursor=0, first_seen_at=now, site_head=0, applied_total=0,
+                           events_per_s=0.0)
+            session.add(site)
+        site.token_hash = token_hash(token)
+    return token, replaced
+
+
+class Gate:
+    """Decides whether a call's token speaks for the site id it claims; refusals are recorded."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def admit(self, site_id: str, token: str | None, method: str, peer: str) -> None:
+        """Return if ``token`` is ``site_id``'s; else record the refusal and raise :class:`Refused`."""
+        digest = token_hash(token) if token else None
+        with Session(self.engine) as session:
+            expected = session.scalar(select(SiteRow.token_hash).where(SiteRow.site_id == site_id))
+            if digest is not None and expected is not None and hmac.compare_digest(digest, expected):
+                return
+            owner = (session.scalar(select(SiteRow.site_id).where(SiteRow.token_hash == digest))
+                     if digest is not None else None)
+        reason = ("no token" if digest is None
+                  else f"the token is site {owner}'s, not site {site_id}'s" if owner is not None
+                  else f"site {site_id} has no token (cinefleet control site add {site_id})" if expected is None
+                  else f"the token is not site {site_id}'s")
+        with Session(self.engine) as session, session.begin():
+            session.add(PushRefusalRow(at=time.time(), method=method, claimed_site_id=site_id[:64], peer=peer[:255],
+                                       reason=reason))
+        raise Refused(f"{method} for site {site_id!r} refused: {reason}")
