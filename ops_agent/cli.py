@@ -155,6 +155,12 @@ def agent_serve(
     rejection_interval: Annotated[float, typer.Option(help="Seconds over which one peer's rejections for one "
                                                            "reason get one full audit line; the rest are counted "
                                                            "on a summary line.")] = 60.0,
+    control: Annotated[str | None, typer.Option(help="The control plane's HOST:PORT: report this host's health "
+                                                     "there (the agent works the same without it).")] = None,
+    control_token_file: Annotated[Path | None, typer.Option(help="The site's token from `cinefleet control site "
+                                                                 "add` (default DATA_DIR/control.token).")] = None,
+    report_interval: Annotated[float, typer.Option(help="Seconds between two reports to the control "
+                                                        "plane.")] = 5.0,
 ) -> None:
     """Serve host health and signed, allow-listed actions; supervise this host's workers until SIGTERM."""
     import sqlite3
@@ -172,7 +178,8 @@ def agent_serve(
     config = AgentConfig(host=host, site=site, data_dir=data_dir or default_data_dir(site), state_dir=state_dir,
                          listen=listen, trust=trust, tls_dir=tls_dir, workers=specs, audit=audit_file,
                          thresholds=thresholds, interval=interval, reflection=reflection,
-                         audit_max_bytes=audit_max_bytes, rejection_interval=rejection_interval)
+                         audit_max_bytes=audit_max_bytes, rejection_interval=rejection_interval,
+                         control=control, control_token_file=control_token_file, report_interval=report_interval)
     try:
         serve(config)
     except (OSError, sqlite3.Error) as exc:  # the state folder, its nonce database or its audit log

@@ -48,6 +48,9 @@ class AgentConfig:
         reflection: serve gRPC reflection.
         audit_max_bytes: rotate the audit log before it grows past this.
         rejection_interval: seconds over which one peer's rejections for one reason get one full audit line.
+        control: the control plane's ``HOST:PORT`` to report health to; None reports nowhere.
+        control_token_file: the site's token for it; default ``DATA_DIR/control.token``.
+        report_interval: seconds between two reports to the control plane.
     """
 
     host: str
@@ -64,6 +67,9 @@ class AgentConfig:
     reflection: bool = True
     audit_max_bytes: int = DEFAULT_MAX_BYTES
     rejection_interval: float = DEFAULT_REJECTION_INTERVAL_S
+    control: str | None = None
+    control_token_file: Path | None = None
+    report_interval: float = 5.0
 
     @property
     def state(self) -> Path:

@@ -11,8 +11,10 @@ publishes the sample to ``GetHealth`` and ``WatchHealth``, polls the worker
 :class:`~ops_agent.supervisor.Supervisor`, reloads the trust bundle when its file changes (a
 lower version is refused: no rollback), and hands the host state to a small thread that
 pushes it to the site with ``mark-host`` whenever it changes, so a degraded or offline host
-takes no new jobs. SIGTERM or SIGINT: health goes ``NOT_SERVING``, health streams end, RPCs in
-flight get a grace period, the supervised workers are stopped, and the files are closed.
+takes no new jobs. With ``--control`` a :class:`~ops_agent.reporter.Reporter` thread sends the
+latest sample to the control plane every report interval. SIGTERM or SIGINT: health goes
+``NOT_SERVING``, health streams end, RPCs in flight get a grace period, the supervised workers
+are stopped, and the files are closed.
 
 gRPC is served by ``grpc.aio`` on an event loop of its own thread, so a call whose request
 never arrives holds no thread (see :mod:`ops_agent.servicer`), and every connection is bounded
@@ -47,6 +49,7 @@ from ops_agent.health import HealthMonitor
 from ops_agent.keys import TrustBundle
 from ops_agent.nonces import NonceStore
 from ops_agent.rejections import RejectionWindows
+from ops_agent.reporter import CONTROL_TOKEN_FILE, Reporter, read_token
 from ops_agent.service import CommandService
 from ops_agent.servicer import SERVICE, OpsAgentServicer, add_servicer
 from ops_agent.site_link import HostStatePusher, SiteLink
@@ -133,6 +136,10 @@ class Agent:
         self._closers.append(self.monitor.close)
         self.board = HealthBoard()
         self.pusher = HostStatePusher(config.host, self.link, config.interval)
+        self.reporter = (Reporter(config.control, read_token(config.control_token_file or
+                                                             config.data_dir / CONTROL_TOKEN_FILE),
+                                  config.report_interval, config.tls_dir is not None)
+                         if config.control else None)
         control_plane = (frozenset({pki.control_plane_id(pki.trust_domain(config.tls_dir))})
                          if config.tls_dir is not None else None)
         self.commands = CommandService(config.host, self.verifier,
@@ -160,6 +167,9 @@ class Agent:
         self._loop_thread.start()
         self.address = self._on_loop(self._serve())
         self.pusher.start()
+        if self.reporter is not None:
+            self.reporter.agent_address = self.address
+            self.reporter.start()
         self._write_agent_file()
         log.info("agent %s of site %s listening on %s (%s), %d worker(s), trust bundle %s version %s",
                  config.host, config.site, self.address, "mutual TLS" if config.tls_dir else "insecure, loopback",
@@ -208,6 +218,8 @@ class Agent:
         state = STATE_NAMES.get(sample.state)
         if state is not None:
             self.pusher.want(state)
+        if self.reporter is not None:
+            self.reporter.want(sample)
         return sample
 
     def run(self, stop: threading.Event) -> None:
@@ -238,6 +250,8 @@ class Agent:
         self.servicer.close()
         self.commands.flush_audit(stopping=True)
         self.pusher.stop()
+        if self.reporter is not None:
+            self.reporter.stop()
         if self.supervisor is not None:
             self.supervisor.stop()
         (self.state_dir / AGENT_FILE).unlink(missing_ok=True)

@@ -67,12 +67,16 @@ def serve(
     project_root: Annotated[list[Path] | None, typer.Option(
         "--project-root", help="A folder the HTTP API takes project files from (repeatable; none: the API "
         "takes no project by path).")] = None,
+    control: Annotated[str | None, typer.Option(help="The control plane's HOST:PORT: ship the outbox there (the "
+                                                "site works the same without it, or while it is away).")] = None,
+    control_token_file: Annotated[Path | None, typer.Option(help="The site's token from `cinefleet control site "
+                                                            "add` (default DATA_DIR/control.token).")] = None,
 ) -> None:
     """Start the site's scheduler (and its Redis, unless --redis-url is given)."""
     from site_scheduler.service import serve as run
 
     run(site, data_dir or default_data_dir(site), redis_url, db_url, api_port=api_port, tenant=tenant,
-        project_roots=project_root or [])
+        project_roots=project_root or [], control=control, control_token_file=control_token_file)
 
 
 @site_app.command("outbox")

@@ -34,19 +34,27 @@ from site_scheduler.database import migrate, open_engine
 from site_scheduler.errors import SiteError
 from site_scheduler.redis_server import RedisServer, start_redis
 from site_scheduler.scheduler import Scheduler
+from site_scheduler.shipper import Shipper, read_token
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "scheduler.lock"
+#: The site's push token for the control plane, unless ``--control-token-file`` names another file.
+CONTROL_TOKEN_FILE = "control.token"
+#: Seconds a stopping site waits for a push in flight.
+SHIPPER_STOP_S = 5.0
 
 
 def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: str | None = None,
           ready: threading.Event | None = None, stop: threading.Event | None = None,
           api_port: int | None = None, tenant: str = DEFAULT_TENANT,
-          project_roots: Sequence[Path] = ()) -> None:
+          project_roots: Sequence[Path] = (), control: str | None = None,
+          control_token_file: Path | None = None) -> None:
     """Serve the site until ``stop`` (or SIGTERM/SIGINT); every run submitted to it renders for ``tenant``.
 
     ``project_roots`` are the folders the HTTP API takes project files from (none: it takes none).
+    With ``control`` (the centre's ``HOST:PORT``) a :class:`~site_scheduler.shipper.Shipper` thread
+    pushes the outbox there with the token in ``control_token_file`` (default ``DATA_DIR/control.token``).
     """
     check_tenant(tenant)
     roots = [root.resolve() for root in project_roots]
@@ -54,6 +62,7 @@ def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: st
     if missing:
         raise InputError(f"--project-root: value {', '.join(missing)}: expected an existing folder")
     data_dir = data_dir.resolve()
+    token = read_token(control_token_file or data_dir / CONTROL_TOKEN_FILE) if control else None
     make_files_private()
     make_data_dir(data_dir)
     lock = hold_scheduler_lock(site_id, data_dir)
@@ -80,12 +89,18 @@ def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: st
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
     scheduler = Scheduler(endpoints, engine)
+    shipper = Shipper(site_id, engine, control, token) if control and token else None
+    if shipper is not None:
+        shipper.start()
     log.info("site %s scheduling on %s%s", site_id, redis_url, f", API on {api.url}" if api else "")
     if ready is not None:
         ready.set()
     try:
         scheduler.run_forever(stop, supervise=server)
     finally:
+        if shipper is not None:
+            shipper.stop()
+            shipper.join(SHIPPER_STOP_S)
         if api is not None:
             api.stop()
         scheduler.broker.close()
