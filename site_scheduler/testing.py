@@ -57,6 +57,8 @@ class Site:
     #: ``site serve --tenant`` (None: the site's default) and ``--project-root`` for each folder.
     tenant: str | None = None
     project_roots: list[Path] = field(default_factory=list)
+    #: More ``site serve`` options (``--control ADDR`` ...).
+    options: list[str] = field(default_factory=list)
     scheduler: subprocess.Popen[bytes] | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _client: SiteClient | None = None
@@ -96,6 +98,7 @@ class Site:
             command += ["--tenant", self.tenant]
         for root in self.project_roots:
             command += ["--project-root", str(root)]
+        command += self.options
         self.scheduler = process = self._spawn(command, "scheduler.log")
         wait_for(lambda: self._alive(process, "the scheduler", "scheduler.log") and
                  (self.data_dir / "site.json").exists(), "site.json", START_TIMEOUT_S)
