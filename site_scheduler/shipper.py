@@ -40,7 +40,7 @@ POLL_S = 0.2
 #: Seconds between two empty pushes while nothing happens (the centre's sign of life).
 HEARTBEAT_S = 5.0
 BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 30.0
+BACKOFF_MAX_S = 10.0
 #: Seconds one push may take before it counts as the centre being away.
 PUSH_TIMEOUT_S = 30.0
 #: The centre refused the batch or the site's token: no retry helps soon; try again this rarely.

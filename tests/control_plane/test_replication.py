@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from control_plane.fleet import Fleet
+from control_plane.fleet import Fleet, RunDetail
 from control_plane.tables import CostRow, PushRefusalRow
 from control_plane.testing import Centre
 from protos import replication_pb2 as pb
@@ -55,7 +55,7 @@ def test_runs_replicate_and_a_centre_outage_loses_and_doubles_nothing(tmp_path: 
         assert site.wait(first, timeout=60)["status"] == "completed"
         at_site = site.run(first)
 
-        def replicated(fleet: Fleet) -> object:
+        def replicated(fleet: Fleet) -> RunDetail | None:
             run = fleet.run("t1", first)
             return run if run is not None and run.status == "completed" else None
 
