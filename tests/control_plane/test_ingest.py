@@ -1,7 +1,8 @@
-"""Replication ingest on a real fleet database (SQLite here; PostgreSQL in test_postgres.py)."""
+"""Replication ingest on real fleet databases: SQLite and a PostgreSQL server."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,15 @@ def stage_event(seq: int, run_id: str, stage_id: str, status: str) -> Event:
     return Event(seq, "stage", (run_id, stage_id), "upsert", row, "acme")
 
 
-@pytest.fixture
-def ingest(tmp_path: Path) -> Ingest:
-    engine = open_engine(sqlite_url(tmp_path / "fleet.db"))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ingest(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ingest]:
+    """The ingest over a fresh fleet database: SQLite, and a real PostgreSQL server."""
+    url = sqlite_url(tmp_path / "fleet.db") if request.param == "sqlite" else request.getfixturevalue("postgres_db")
+    engine = open_engine(url)
     migrate(engine)
     clock = iter(float(t) for t in range(2000, 100000))
-    return Ingest(engine, clock=lambda: next(clock))
+    yield Ingest(engine, clock=lambda: next(clock))
+    engine.dispose()
 
 
 def test_events_apply_in_order_once_and_the_answer_names_the_seq_wanted_next(ingest: Ingest) -> None:

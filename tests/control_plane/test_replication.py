@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from control_plane.fleet import Fleet, RunDetail
+from control_plane.sites import add_site
 from control_plane.tables import CostRow, PushRefusalRow
 from control_plane.testing import Centre
 from protos import replication_pb2 as pb
@@ -22,9 +23,11 @@ from site_scheduler.testing import Site
 from tests.control_plane.digest import centre_digest, site_digest
 
 
-@pytest.fixture
-def centre(tmp_path: Path) -> Iterator[Centre]:
-    with Centre(data_dir=tmp_path / "centre", logs=tmp_path / "logs", interval_s=0.5) as running:
+@pytest.fixture(scope="module")
+def centre(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Centre]:
+    """One centre for the module (its tests use different site ids)."""
+    root = tmp_path_factory.mktemp("centre")
+    with Centre(data_dir=root / "centre", logs=root / "logs", interval_s=0.5) as running:
         yield running
 
 
@@ -71,7 +74,7 @@ def test_runs_replicate_and_a_centre_outage_loses_and_doubles_nothing(tmp_path: 
         centre.start()  # same database, same address: the shipper resumes from the centre's cursor
         centre.wait_until(lambda _fleet: _in_step(centre, site), "the centre to catch up with the site", 60)
         with Session(centre.engine) as session, centre.fleet() as fleet:
-            [view] = fleet.sites()
+            [view] = [s for s in fleet.sites() if s.site_id == "t1"]
             # Exactly once: as many applications as seqs, and each cost event (an insert) once.
             assert view.applied_total == view.cursor and view.connection == "connected"
             assert view.lag_s is not None and view.lag_s < 60
@@ -80,7 +83,7 @@ def test_runs_replicate_and_a_centre_outage_loses_and_doubles_nothing(tmp_path: 
                 costs = site_session.scalar(select(func.count()).where(OutboxRow.entity == "cost"))
             site_engine.dispose()
             assert session.scalar(select(func.count()).select_from(CostRow)) == costs
-            assert {r.run_id for r in fleet.runs().items} == {first, *later}
+            assert {r.run_id for r in fleet.runs(site_id="t1").items} == {first, *later}
 
 
 def _push(stub: replication_pb2_grpc.ReplicationStub, site_id: str, token: str, seqs: range) -> pb.PushAck:
@@ -94,8 +97,8 @@ def _push(stub: replication_pb2_grpc.ReplicationStub, site_id: str, token: str, 
 
 def test_gaps_and_duplicates_get_the_seq_wanted_next_and_a_forged_push_is_refused_and_recorded(
         tmp_path: Path, centre: Centre) -> None:
-    mine = centre.add_site("s1", tmp_path / "s1.token")
-    centre.add_site("s2", tmp_path / "s2.token")
+    mine, _ = add_site(centre.engine, "s1")
+    add_site(centre.engine, "s2")
     with grpc.insecure_channel(centre.address) as channel:
         stub = replication_pb2_grpc.ReplicationStub(channel)
         ack = _push(stub, "s1", mine, range(1, 4))
@@ -121,7 +124,7 @@ def test_gaps_and_duplicates_get_the_seq_wanted_next_and_a_forged_push_is_refuse
         assert "event seq 4: row_json is list" in (malformed.value.details() or "")
     with Session(centre.engine) as session, centre.fleet() as fleet:
         cursors = {s.site_id: s.cursor for s in fleet.sites()}
-        assert cursors == {"s1": 3, "s2": 0}
+        assert (cursors["s1"], cursors["s2"]) == (3, 0)
         refusals = list(session.scalars(select(PushRefusalRow).order_by(PushRefusalRow.id)))
         assert [(r.claimed_site_id, r.method) for r in refusals] == [("s2", "PushOutbox"), ("s1", "PushOutbox")]
         assert refusals[1].reason == "no token"
