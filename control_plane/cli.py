@@ -69,19 +69,20 @@ def status(
     data_dir: DataDirOption,
     db_url: DbUrlOption = None,
     interval: Annotated[float, typer.Option(help="The agents' report interval the centre assumes.")] = 5.0,
+    site_timeout: Annotated[float, typer.Option(help="Seconds without a push or a host report before a site is "
+                                                     "disconnected.")] = 15.0,
     as_json: Annotated[bool, typer.Option("--json", help="Sites and hosts as one JSON object.")] = False,
 ) -> None:
     """Sites (connection, cursor, lag) and hosts (state, reasons) as the centre sees them now."""
     from sqlalchemy.orm import Session
 
     from control_plane.fleet import Fleet, Liveness
-    from control_plane.health import MISSED_INTERVALS
     from control_plane.server import ControlConfig, open_fleet
 
     engine = open_fleet(ControlConfig(data_dir=data_dir.resolve(), db_url=db_url))
     try:
         with Session(engine) as session:
-            fleet = Fleet(session, Liveness(interval, MISSED_INTERVALS * interval))
+            fleet = Fleet(session, Liveness(interval, site_timeout))
             sites, hosts = fleet.sites(), fleet.hosts()
     finally:
         engine.dispose()

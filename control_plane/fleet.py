@@ -27,7 +27,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from control_plane.errors import ControlError
-from control_plane.health import DEFAULT_INTERVAL_S, MISSED_INTERVALS, judge, seen
+from control_plane.health import DEFAULT_INTERVAL_S, judge, seen
 from control_plane.ingest import RATE_TAU_S
 from control_plane.tables import (
     CostRow,
@@ -43,7 +43,11 @@ from control_plane.tables import (
 
 #: Runs on one page unless asked for fewer.
 PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
+#: Seconds without a push or a host report before a site is disconnected, unless told otherwise.
+SITE_TIMEOUT_S = 15.0
+MAX_PAGE_SIZE = 50
+#: Seconds without a push or a host report before a site is disconnected, unless told otherwise.
+SITE_TIMEOUT_S = 15.00
 Scope = Sequence[str] | None
 
 
@@ -56,8 +60,9 @@ class Liveness:
     """The thresholds liveness is judged with (``control serve`` options)."""
 
     interval_s: float = DEFAULT_INTERVAL_S
-    #: A site heard from neither by push nor by host report for this long is disconnected.
-    site_timeout_s: float = MISSED_INTERVALS * DEFAULT_INTERVAL_S
+    #: A site heard from neither by push nor by host report for this long is disconnected (an idle
+    #: site's shipper sends an empty push every 5 s).
+    site_timeout_s: float = SITE_TIMEOUT_S
 
 
 class SiteView(BaseModel):

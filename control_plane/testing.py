@@ -26,8 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from control_plane.database import open_engine
-from control_plane.fleet import Fleet, Liveness
-from control_plane.health import MISSED_INTERVALS
+from control_plane.fleet import SITE_TIMEOUT_S, Fleet, Liveness
 from control_plane.server import CONTROL_FILE, ControlConfig
 
 T = TypeVar("T")
@@ -56,6 +55,7 @@ class Centre:
     logs: Path
     db_url: str | None = None
     interval_s: float = 5.0
+    site_timeout_s: float = SITE_TIMEOUT_S
     name: str = "centre"
     process: subprocess.Popen[bytes] | None = None
     address: str = ""
@@ -126,7 +126,7 @@ class Centre:
     def fleet(self, now: float | None = None) -> Iterator[Fleet]:
         """The read model over the centre's database, judged with its interval."""
         with Session(self.engine) as session:
-            yield Fleet(session, Liveness(self.interval_s, MISSED_INTERVALS * self.interval_s), now)
+            yield Fleet(session, Liveness(self.interval_s, self.site_timeout_s), now)
 
     def wait_until(self, check: Callable[[Fleet], T | None], what: str, timeout: float = 60) -> T:
         """Poll ``check`` over a fresh read model until it returns something truthy."""
