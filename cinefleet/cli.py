@@ -300,6 +300,28 @@ def bench_agent(
     _bench_module("agent").run_benchmark(workdir=workdir, commands=commands, idle_s=idle)
 
 
+@bench_app.command("control")
+def bench_control(
+    workdir: Annotated[Path | None, typer.Option(help="Scratch folder (default: a temporary one).")] = None,
+    hosts: Annotated[int, typer.Option(help="Simulated hosts, one report per 5 s each.")] = 10_000,
+    seconds: Annotated[float, typer.Option(help="Seconds each steady load is held.")] = 20.0,
+    rate: Annotated[int, typer.Option(help="Outbox events per second of each of the 4 sites.")] = 500,
+    backlog: Annotated[int, typer.Option(help="Events of the backlog caught up.")] = 100_000,
+    parts: Annotated[str, typer.Option(help="Comma-separated parts to run: ingest, replication.")] =
+    "ingest,replication",
+) -> None:
+    """The centre's ingest: telemetry reports/s and latency, host offline time, replication lag and catch-up."""
+    module = _bench_module("control")
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    if not chosen or set(chosen) - set(module.PARTS):
+        raise _fail(EXIT_INPUT, f"--parts: value {parts!r}: expected a comma-separated subset of "
+                                f"{', '.join(module.PARTS)}")
+    if hosts < 2 or seconds <= 0 or rate < 1 or backlog < 1:
+        raise _fail(EXIT_INPUT, f"--hosts {hosts}, --seconds {seconds}, --rate {rate}, --backlog {backlog}: expected "
+                                "at least 2 hosts and positive numbers")
+    module.run_benchmark(workdir=workdir, hosts=hosts, seconds=seconds, rate=rate, backlog=backlog, parts=chosen)
+
+
 def _bench_module(name: str) -> ModuleType:
     """A benchmark (``cinefleet.bench.NAME``), imported only when it runs: they pull in every component."""
     return importlib.import_module(f"cinefleet.bench.{name}")

@@ -23,10 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
 from control_plane.errors import ControlError
 from control_plane.tables import HostRow, HostSampleRow
@@ -83,12 +82,30 @@ class Report:
 
 
 class Telemetry:
-    """Records host reports; knows no transport."""
+    """Records host reports; knows no transport.
+
+    Its statements are built once and executed with parameters on a Core connection: a report is
+    small and frequent (2,000/s for 10,000 hosts), and building ORM statements per report cost
+    more than the database did.
+    """
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time,
                  default_interval_s: float = DEFAULT_INTERVAL_S, history_s: float = HISTORY_S) -> None:
         self.engine, self.clock = engine, clock
         self.default_interval_s, self.history_s = default_interval_s, history_s
+        hosts, samples = HostRow.__table__, HostSampleRow.__table__
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        upsert = insert(hosts)
+        kept = ("site_id", "host", "first_seen_at", "pruned_at")
+        self._upsert = upsert.on_conflict_do_update(
+            index_elements=["site_id", "host"],
+            set_={c.name: upsert.excluded[c.name] for c in hosts.columns if c.name not in kept})
+        self._sample = samples.insert()
+        this = (hosts.c.site_id == bindparam("s")) & (hosts.c.host == bindparam("h"))
+        self._due = (update(hosts).where(this, hosts.c.pruned_at < bindparam("before"))
+                     .values(pruned_at=bindparam("now")))
+        self._trim = delete(samples).where(samples.c.site_id == bindparam("s"), samples.c.host == bindparam("h"),
+                                           samples.c.received_at < bindparam("before"))
 
     def record(self, report: Report) -> float:
         """Keep ``report`` as its host's latest and as a history sample; returns the centre's receive time."""
@@ -107,26 +124,16 @@ class Telemetry:
         }
         fullest = max((d.get("used_bytes", 0) / d["total_bytes"] for d in report.disks if d.get("total_bytes")),
                       default=0.0)
-        busy = sum(1 for w in report.workers if w.get("status") == "active")
-        with Session(self.engine) as session, session.begin():
-            dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            statement = insert(HostRow).values(values)
-            kept = ("site_id", "host", "first_seen_at", "pruned_at")
-            session.execute(statement.on_conflict_do_update(
-                index_elements=["site_id", "host"],
-                set_={name: statement.excluded[name] for name in values if name not in kept}))
-            session.add(HostSampleRow(site_id=report.site_id, host=report.host, received_at=now, state=report.state,
-                                      load_1m=report.load_1m, memory_used_bytes=report.memory_used_bytes,
-                                      memory_total_bytes=report.memory_total_bytes, disk_used_fraction=fullest,
-                                      workers_busy=busy))
-            this = (HostRow.site_id == report.site_id) & (HostRow.host == report.host)
-            due = session.execute(update(HostRow).where(this, HostRow.pruned_at < now - TRIM_EVERY_S)
-                                  .values(pruned_at=now))
-            if due.rowcount:  # type: ignore[attr-defined]
-                session.execute(delete(HostSampleRow).where(
-                    HostSampleRow.site_id == report.site_id, HostSampleRow.host == report.host,
-                    HostSampleRow.received_at < now - self.history_s))
+        sample = {"site_id": report.site_id, "host": report.host, "received_at": now, "state": report.state,
+                  "load_1m": report.load_1m, "memory_used_bytes": report.memory_used_bytes,
+                  "memory_total_bytes": report.memory_total_bytes, "disk_used_fraction": fullest,
+                  "workers_busy": sum(1 for w in report.workers if w.get("status") == "active")}
+        key = {"s": report.site_id, "h": report.host}
+        with self.engine.begin() as connection:
+            connection.execute(self._upsert, values)
+            connection.execute(self._sample, sample)
+            if connection.execute(self._due, {**key, "before": now - TRIM_EVERY_S, "now": now}).rowcount:
+                connection.execute(self._trim, {**key, "before": now - self.history_s})
         return now
 
 

@@ -1,0 +1,253 @@
+"""``cinefleet bench control``: what the centre's ingest sustains, against a real ``control serve``.
+
+1. ``ingest`` (telemetry): ``hosts`` simulated agents (default 10,000) of 20 sites report at one
+   report per 5 s each, i.e. ``hosts / 5`` reports/s (2,000/s by default), for ``seconds``, paced
+   by one client process's gRPC futures against one centre on SQLite. Printed: the rate
+   sustained, its ratio to the offered rate, and p50/p99 latency per report (send to answer).
+   Then the cost of judging every host once (``Fleet.hosts`` over all of them); and, on a
+   centre of its own with 20 hosts reporting every 5 s, the time from one host's last report
+   until the centre reads it ``offline`` while its peers keep reporting (goal ≤ 15 s).
+2. ``replication``: four sites, each a real site database whose outbox grows by ``rate`` events/s
+   (500 by default, written in 20 transactions a second), each shipped by the site's real
+   :class:`~site_scheduler.shipper.Shipper` thread. Printed: the replication lag the centre
+   records (now - commit time of the newest applied event), sampled every 100 ms, p50/p99
+   (goal p99 ≤ 2 s). Then catch-up: one site with a ``backlog`` of events written while no
+   centre listened, shipped from zero: events/s, and the time a 1,000,000-event backlog would
+   take at that rate (goal ≤ 60 s).
+
+Everything runs on this machine's cores at once (clients, shippers, centre); the figures are
+what one centre process does here, not what a fleet's network would add.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from control_plane.fleet import Fleet, Liveness
+from control_plane.sites import add_site
+from control_plane.tables import SiteRow
+from control_plane.testing import Centre
+from pipeline.testing import wait_for
+from protos import replication_pb2 as pb
+from protos import replication_pb2_grpc, telemetry_pb2
+from site_scheduler import outbox
+from site_scheduler.database import migrate as migrate_site
+from site_scheduler.database import open_engine as open_site_engine
+from site_scheduler.shipper import Shipper
+
+PARTS = ("ingest", "replication")
+INTERVAL_S = 5.0
+SITES = 20
+#: Reports in flight at once from the bench's client, at most.
+IN_FLIGHT = 64
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else float("nan")
+
+
+def _report(site: str, host: str) -> pb.HostReport:
+    health = telemetry_pb2.HostHealth(host=host, site_id=site, sampled_at=time.time(),
+                                      state=telemetry_pb2.HOST_STATE_HEALTHY, load_1m=random.random(), cpu_count=8,
+                                      memory_used_bytes=2**33, memory_total_bytes=2**35)
+    health.disks.add(mount="/", used_bytes=2**36, total_bytes=2**38, high_water=0.9)
+    return pb.HostReport(health=health, agent_address="127.0.0.1:50151", interval_seconds=INTERVAL_S)
+
+
+def bench_ingest(folder: Path, hosts: int, seconds: float) -> dict[str, float]:
+    with Centre(folder / "centre-ingest", folder / "logs", interval_s=INTERVAL_S) as centre:
+        tokens = {f"site{i:02d}": add_site(centre.engine, f"site{i:02d}")[0] for i in range(SITES)}
+        names = [(f"site{i % SITES:02d}", f"host{i:05d}") for i in range(hosts)]
+        offered = hosts / INTERVAL_S
+        latencies: list[float] = []
+        failures = [0]
+        slots = threading.Semaphore(IN_FLIGHT)
+        with grpc.insecure_channel(centre.address) as channel:
+            stub = replication_pb2_grpc.ReplicationStub(channel)
+
+            def send(site: str, host: str, sent: list[int]) -> None:
+                slots.acquire()
+                began = time.perf_counter()
+                call = stub.ReportHealth.future(_report(site, host), timeout=30,
+                                                metadata=(("authorization", f"Bearer {tokens[site]}"),))
+
+                def done(finished: grpc.Future) -> None:
+                    slots.release()
+                    if finished.exception() is None:
+                        latencies.append(time.perf_counter() - began)
+                    else:
+                        failures[0] += 1
+
+                call.add_done_callback(done)
+                sent[0] += 1
+
+            # Every host reports once first (the centre learns them all), then the paced run.
+            sent = [0]
+            for site, host in names:
+                send(site, host, sent)
+            wait_for(lambda: len(latencies) + failures[0] >= hosts, "the first report of every host", 600)
+            warm, warm_failed = len(latencies), failures[0]
+            sent = [0]
+            start = time.perf_counter()
+            index = 0
+            while (elapsed := time.perf_counter() - start) < seconds:
+                due = int(elapsed * offered)
+                while sent[0] < due:
+                    site, host = names[index % hosts]
+                    send(site, host, sent)
+                    index += 1
+                time.sleep(0.002)
+            wait_for(lambda: len(latencies) + failures[0] >= warm + warm_failed + sent[0], "reports in flight", 120)
+            took = time.perf_counter() - start
+        latencies = latencies[warm:]  # the warm-up's are not the paced run's
+        failures[0] -= warm_failed
+        answered = len(latencies)
+        with Session(centre.engine) as session:
+            began = time.perf_counter()
+            judged = Fleet(session, Liveness(INTERVAL_S)).hosts()
+            judge_s = time.perf_counter() - began
+        assert len(judged) == hosts, f"{len(judged)} hosts judged, expected {hosts}"
+    offline_after = bench_offline(folder)
+    figures = {"offered_per_s": offered, "sustained_per_s": answered / took, "failed": failures[0],
+               "p50_ms": _percentile(latencies, 0.5) * 1000, "p99_ms": _percentile(latencies, 0.99) * 1000,
+               "judge_all_ms": judge_s * 1000, "offline_after_s": offline_after}
+    print(f"telemetry ingest, {hosts} hosts at 1 report / {INTERVAL_S:g} s: offered {offered:,.0f}/s, sustained "
+          f"{figures['sustained_per_s']:,.0f}/s ({figures['sustained_per_s'] / offered:.2f} of the load), "
+          f"{failures[0]} failed; latency p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms")
+    print(f"judging all {hosts} hosts once (Fleet.hosts): {figures['judge_all_ms']:.0f} ms")
+    print(f"a host that stops reporting reads offline after {offline_after:.1f} s (goal <= 15 s; "
+          f"ratio {offline_after / 15:.2f})")
+    return figures
+
+
+def bench_offline(folder: Path, hosts: int = 20) -> float:
+    """Seconds from a host's last report until the centre reads it offline, while its peers keep reporting."""
+    with Centre(folder / "centre-offline", folder / "logs", interval_s=INTERVAL_S) as centre:
+        token = add_site(centre.engine, "site")[0]
+        metadata = (("authorization", f"Bearer {token}"),)
+        due = {f"h{i:02d}": time.monotonic() + INTERVAL_S * i / hosts for i in range(hosts)}
+        last_heard: float | None = None
+        with grpc.insecure_channel(centre.address) as channel, Session(centre.engine) as session:
+            stub = replication_pb2_grpc.ReplicationStub(channel)
+            deadline = time.monotonic() + 20 * INTERVAL_S
+            while time.monotonic() < deadline:
+                for host, at in due.items():
+                    if time.monotonic() >= at and not (host == "h00" and last_heard is not None):
+                        ack = stub.ReportHealth(_report("site", host), timeout=10, metadata=metadata)
+                        due[host] = at + INTERVAL_S
+                        if host == "h00":
+                            last_heard = ack.received_at  # its only report: then it falls silent
+                if last_heard is not None:
+                    session.expire_all()
+                    states = {h.host: h.state for h in Fleet(session, Liveness(INTERVAL_S)).hosts()}
+                    if states["h00"] == "offline":
+                        return time.time() - last_heard
+                time.sleep(0.1)
+        raise AssertionError("the silenced host never read offline")
+
+
+def _site_engine(folder: Path, site: str) -> Engine:
+    folder.mkdir(parents=True, exist_ok=True)
+    engine = open_site_engine(f"sqlite:///{folder / f'{site}.sqlite'}")
+    migrate_site(engine)
+    return engine
+
+
+def _write(engine: Engine, site: str, count: int, first: int) -> None:
+    with Session(engine) as session, session.begin():
+        for n in range(first, first + count):
+            run_id = f"r{n // 100}"
+            data = {"run_id": run_id, "stage_id": "shot", "attempt": n, "kind": "shot", "worker": "w1",
+                    "origin": "local", "provider": "local", "compute_seconds": 0.1, "usd": 0.0, "outcome": "done"}
+            outbox.append_event(session, "cost", [run_id, "shot", str(n)], data, site_id=site,
+                                tenant_id="bench", op="insert")
+
+
+def bench_replication(folder: Path, rate: int, seconds: float, backlog: int) -> dict[str, float]:
+    with Centre(folder / "centre-replication", folder / "logs") as centre:
+        sites = [f"site{i}" for i in range(4)]
+        tokens = {site: add_site(centre.engine, site)[0] for site in sites}
+        engines = {site: _site_engine(folder / "sites", site) for site in sites}
+        stop = threading.Event()
+
+        def produce(site: str) -> None:
+            written, start = 0, time.perf_counter()
+            while not stop.is_set():
+                due = int((time.perf_counter() - start) * rate)
+                if due > written:
+                    _write(engines[site], site, due - written, written + 1)
+                    written = due
+                stop.wait(0.05)
+
+        producers = [threading.Thread(target=produce, args=(site,), daemon=True) for site in sites]
+        shippers = [Shipper(site, engines[site], centre.address, tokens[site]) for site in sites]
+        for thread in [*producers, *shippers]:
+            thread.start()
+        lags: list[float] = []
+        time.sleep(2.0)  # warm-up
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            with Session(centre.engine) as session:
+                lags += [lag for lag in session.scalars(select(SiteRow.lag_s)) if lag is not None]
+            time.sleep(0.1)
+        stop.set()
+        for shipper in shippers:
+            shipper.stop()
+        for thread in [*producers, *shippers]:
+            thread.join(30)
+        print(f"replication, 4 sites at {rate} events/s each: lag p50 {statistics.median(lags):.2f} s, "
+              f"p99 {_percentile(lags, 0.99):.2f} s (goal p99 <= 2 s; ratio {_percentile(lags, 0.99) / 2:.2f})")
+
+        site = "backlog"
+        token = add_site(centre.engine, site)[0]
+        engine = _site_engine(folder / "sites", site)
+        for first in range(1, backlog + 1, 10_000):
+            _write(engine, site, min(10_000, backlog - first + 1), first)
+        shipper = Shipper(site, engine, centre.address, token)
+        began = time.perf_counter()
+        shipper.start()
+
+        def caught_up() -> bool:
+            with Session(centre.engine) as session:
+                return session.scalar(select(SiteRow.cursor).where(SiteRow.site_id == site)) == backlog
+
+        wait_for(caught_up, "the backlog applied", 3600, poll=0.1)
+        took = time.perf_counter() - began
+        shipper.stop()
+        shipper.join(30)
+        per_s = backlog / took
+        print(f"catch-up of a {backlog:,}-event backlog: {took:.1f} s, {per_s:,.0f} events/s; a 1,000,000-event "
+              f"backlog would take {1e6 / per_s:.0f} s (goal <= 60 s; ratio {1e6 / per_s / 60:.2f})")
+        for each in [*engines.values(), engine]:
+            each.dispose()
+    return {"lag_p50_s": statistics.median(lags), "lag_p99_s": _percentile(lags, 0.99), "catchup_per_s": per_s}
+
+
+def run_benchmark(workdir: Path | None = None, hosts: int = 10_000, seconds: float = 20.0, rate: int = 500,
+                  backlog: int = 100_000, parts: tuple[str, ...] = PARTS) -> dict[str, float]:
+    own = workdir is None
+    folder = Path(tempfile.mkdtemp(prefix="cinefleet-bench-control-")) if own else workdir
+    assert folder is not None
+    figures: dict[str, float] = {}
+    try:
+        if "ingest" in parts:
+            figures |= bench_ingest(folder, hosts, seconds)
+        if "replication" in parts:
+            figures |= bench_replication(folder, rate, seconds, backlog)
+    finally:
+        if own:
+            shutil.rmtree(folder, ignore_errors=True)
+    return figures
