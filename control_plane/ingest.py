@@ -45,8 +45,6 @@ from control_plane.tables import (
 RATE_TAU_S = 10.0
 #: Events one batch may carry; a shipper sends fewer.
 MAX_BATCH_EVENTS = 5000
-#: Bound parameters per bulk statement stay well under SQLite's limit (32766).
-_ROWS_PER_STATEMENT = 500
 
 
 class BatchRejected(ControlError):
@@ -161,6 +159,7 @@ class Ingest:
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         self.engine, self.clock = engine, clock
+        self._upserts: dict[str, Any] = {}
 
     def apply(self, batch: Batch) -> Ack:
         """Apply ``batch`` in one transaction and say what the centre wants next.
@@ -240,18 +239,18 @@ class Ingest:
                     session.execute(delete(table).where(*(column == values[column.name]
                                                           for column in table.primary_key.columns)))
                 continue
-            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-                self._upsert(session, table, rows[start:start + _ROWS_PER_STATEMENT])
+            self._upsert(session, table, rows)
 
-    @staticmethod
-    def _upsert(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        keys = [column.name for column in table.primary_key.columns]
+    def _upsert(self, session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
+        """One executemany of the table's upsert statement (built once per table: compiled once, cached)."""
+        statement = self._upserts.get(table.name)
+        if statement is None:
+            insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+            keys = [column.name for column in table.primary_key.columns]
+            statement = insert(table)
+            statement = self._upserts[table.name] = statement.on_conflict_do_update(
+                index_elements=keys, set_={c.name: statement.excluded[c.name] for c in table.columns
+                                           if c.name not in keys})
         # Rows of one table can differ in which nullable fields they carry: fill the absent ones.
         names = [column.name for column in table.columns]
-        rows = [{name: row.get(name) for name in names} for row in rows]
-        statement = insert(table).values(rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=keys, set_={name: statement.excluded[name] for name in names if name not in keys})
-        session.execute(statement)
+        session.execute(statement, [{name: row.get(name) for name in names} for row in rows])
