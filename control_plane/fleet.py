@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import case, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from control_plane.errors import ControlError
@@ -325,10 +325,11 @@ class Fleet:
         sites = self.sites(scope)
         hosts = self.hosts(scope)
         count = func.count()
-        workers = dict(self.session.execute(select(WorkerRow.status, count).group_by(WorkerRow.status)).tuples())
-        runs = dict(self.session.execute(_tenants(select(RunRow.status, count), RunRow.tenant_id, scope)
-                                         .group_by(RunRow.status)).tuples())
-        queues, paused = self.session.execute(select(count, func.sum(QueueRow.paused.cast(int)))).one()
+        workers = {status: n for status, n in self.session.execute(
+            select(WorkerRow.status, count).group_by(WorkerRow.status))}
+        runs = {status: n for status, n in self.session.execute(
+            _tenants(select(RunRow.status, count), RunRow.tenant_id, scope).group_by(RunRow.status))}
+        queues, paused = self.session.execute(select(count, func.sum(case((QueueRow.paused, 1), else_=0)))).one()
         lags = [s.lag_s for s in sites if s.lag_s is not None]
         return Summary(sites=_tally(s.connection for s in sites), hosts=_tally(h.state for h in hosts),
                        workers=workers, queues=queues or 0, queues_paused=int(paused or 0), runs=runs,

@@ -71,6 +71,7 @@ class Shipper(threading.Thread):
         self._stop_event = threading.Event()
         #: The seq the centre wants next; None until it said so.
         self.next_seq: int | None = None
+        self._ahead_reported = False
 
     def run(self) -> None:
         channel = grpc.insecure_channel(self.address)
@@ -102,6 +103,11 @@ class Shipper(threading.Thread):
             self._push(stub, [], self._head())
             return 0
         events, head = self._read(self.next_seq)
+        if head < self.next_seq - 1 and not self._ahead_reported:
+            log.error("the control plane has applied site %s's outbox up to seq %d, but the outbox ends at seq %d "
+                      "(was the site database restored or replaced?); nothing more replicates until it reaches "
+                      "seq %d", self.site_id, self.next_seq - 1, head, self.next_seq)
+            self._ahead_reported = True
         if not events and not heartbeat:
             return None
         self._push(stub, events, head)

@@ -66,10 +66,13 @@ def test_events_apply_in_order_once_and_the_answer_names_the_seq_wanted_next(ing
         assert session.get(RunRow, ("s1", "r1")).status == "completed"  # type: ignore[union-attr]
         assert session.query(CostRow).count() == 1
         assert session.get(StageRow, ("s1", "r1", "script")) is not None
-        fleet = Fleet(session, now=2100.0)
+        fleet = Fleet(session, now=2005.0)
         [site] = fleet.sites()
         assert (site.cursor, site.applied_total, site.site_head, site.backlog) == (5, 5, 9, 4)
         assert site.lag_s is not None and site.lag_s > 0
+        summary = fleet.summary()
+        assert (summary.runs, summary.sites, summary.queues) == ({"completed": 1}, {"connected": 1}, 0)
+        assert fleet.summary(scope=["other"]).runs == {}
         detail = fleet.run("s1", "r1")
         assert detail is not None and [s.stage_id for s in detail.stages] == ["script"] and len(detail.costs) == 1
         assert fleet.run("s1", "r1", scope=["other"]) is None
