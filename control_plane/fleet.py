@@ -27,7 +27,7 @@ from sqlalchemy import case, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from control_plane.errors import ControlError
-from control_plane.health import DEFAULT_INTERVAL_S, judge, seen
+from control_plane.health import DEFAULT_INTERVAL_S, Seen, SiteConnection, Verdict, judge, seen
 from control_plane.ingest import RATE_TAU_S
 from control_plane.tables import (
     CostRow,
@@ -216,10 +216,13 @@ class Fleet:
         self.session, self.liveness = session, liveness or Liveness()
         self.now = time.time() if now is None else now
 
-    def _judged(self) -> tuple[list[HostRow], Any, Any, dict[str, SiteRow]]:
-        hosts = list(self.session.scalars(select(HostRow).order_by(HostRow.site_id, HostRow.host)))
+    def _judged(self) -> tuple[list[Seen], dict[tuple[str, str], Verdict], dict[str, SiteConnection],
+                               dict[str, SiteRow]]:
+        """Every host judged: only the columns liveness needs are read (the whole fleet takes part)."""
+        hosts = seen(self.session.execute(select(HostRow.site_id, HostRow.host, HostRow.last_report_at,
+                                                 HostRow.interval_s, HostRow.reported_state, HostRow.reasons)))
         sites = {s.site_id: s for s in self.session.scalars(select(SiteRow))}
-        verdicts, connections = judge(seen(hosts), {k: s.last_push_at for k, s in sites.items()}, self.now,
+        verdicts, connections = judge(hosts, {k: s.last_push_at for k, s in sites.items()}, self.now,
                                       self.liveness.site_timeout_s)
         return hosts, verdicts, connections, sites
 
@@ -241,12 +244,15 @@ class Fleet:
         return views
 
     def hosts(self, scope: Scope = None, site_id: str | None = None, state: str | None = None) -> list[HostView]:
-        hosts, verdicts, _connections, _sites = self._judged()
+        _seen, verdicts, _connections, _sites = self._judged()
         marks = {(m.site_id, m.host): m.state for m in self.session.scalars(select(SiteHostRow))}
+        query = select(HostRow).order_by(HostRow.site_id, HostRow.host)
+        if site_id is not None:
+            query = query.where(HostRow.site_id == site_id)
         views = []
-        for h in hosts:
-            verdict = verdicts[(h.site_id, h.host)]
-            if (site_id is not None and h.site_id != site_id) or (state is not None and verdict.state != state):
+        for h in self.session.scalars(query):
+            verdict = verdicts.get((h.site_id, h.host))
+            if verdict is None or (state is not None and verdict.state != state):  # None: it arrived just now
                 continue
             views.append(HostView(
                 site_id=h.site_id, host=h.host, state=verdict.state, reasons=list(verdict.reasons),
@@ -323,7 +329,7 @@ class Fleet:
 
     def summary(self, scope: Scope = None) -> Summary:
         sites = self.sites(scope)
-        hosts = self.hosts(scope)
+        _seen, verdicts, _connections, _sites = self._judged()
         count = func.count()
         workers = {status: n for status, n in self.session.execute(
             select(WorkerRow.status, count).group_by(WorkerRow.status))}
@@ -331,7 +337,7 @@ class Fleet:
             _tenants(select(RunRow.status, count), RunRow.tenant_id, scope).group_by(RunRow.status))}
         queues, paused = self.session.execute(select(count, func.sum(case((QueueRow.paused, 1), else_=0)))).one()
         lags = [s.lag_s for s in sites if s.lag_s is not None]
-        return Summary(sites=_tally(s.connection for s in sites), hosts=_tally(h.state for h in hosts),
+        return Summary(sites=_tally(s.connection for s in sites), hosts=_tally(v.state for v in verdicts.values()),
                        workers=workers, queues=queues or 0, queues_paused=int(paused or 0), runs=runs,
                        max_lag_s=max(lags) if lags else None, events_per_s=sum(s.events_per_s for s in sites))
 

@@ -234,6 +234,7 @@ def judge(hosts: Sequence[Seen], heard: dict[str, float | None], now: float,
     return verdicts, sites
 
 
-def seen(rows: Iterable[HostRow]) -> list[Seen]:
+def seen(rows: Iterable[Any]) -> list[Seen]:
+    """Liveness's view of host rows (ORM rows or Core rows with the same column names)."""
     return [Seen(r.site_id, r.host, r.last_report_at, r.interval_s, r.reported_state, tuple(r.reasons))
             for r in rows]
