@@ -215,16 +215,24 @@ class Fleet:
     def __init__(self, session: Session, liveness: Liveness | None = None, now: float | None = None) -> None:
         self.session, self.liveness = session, liveness or Liveness()
         self.now = time.time() if now is None else now
+        self._judgement: tuple[list[Seen], dict[tuple[str, str], Verdict], dict[str, SiteConnection],
+                               dict[str, SiteRow]] | None = None
 
     def _judged(self) -> tuple[list[Seen], dict[tuple[str, str], Verdict], dict[str, SiteConnection],
                                dict[str, SiteRow]]:
-        """Every host judged: only the columns liveness needs are read (the whole fleet takes part)."""
+        """Every host judged: only the columns liveness needs are read (the whole fleet takes part).
+
+        Judged once per read model: it stands for one instant, and a summary needs it twice.
+        """
+        if self._judgement is not None:
+            return self._judgement
         hosts = seen(self.session.execute(select(HostRow.site_id, HostRow.host, HostRow.last_report_at,
                                                  HostRow.interval_s, HostRow.reported_state, HostRow.reasons)))
         sites = {s.site_id: s for s in self.session.scalars(select(SiteRow))}
         verdicts, connections = judge(hosts, {k: s.last_push_at for k, s in sites.items()}, self.now,
                                       self.liveness.site_timeout_s)
-        return hosts, verdicts, connections, sites
+        self._judgement = hosts, verdicts, connections, sites
+        return self._judgement
 
     def sites(self, scope: Scope = None) -> list[SiteView]:
         hosts, _verdicts, connections, sites = self._judged()
