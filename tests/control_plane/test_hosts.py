@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,8 @@ def fleet_of_three(tmp_path: Path) -> Iterator[tuple[Centre, dict[str, AgentProc
                   for host in HOSTS}
         with Site(data_dir=data_dir, logs=tmp_path / "logs", options=["--control", centre.address]):
             try:
-                for agent in agents.values():
-                    agent.start()
+                with ThreadPoolExecutor(len(agents)) as starting:  # three interpreters start at once
+                    list(starting.map(AgentProcess.start, agents.values()))
                 yield centre, agents
             finally:
                 for agent in agents.values():
