@@ -159,7 +159,8 @@ class AuditLog:
             return None
         report = _walk(connection, None, start=since)
         if not report.ok or report.last_hash != head_hash:
-            raise AuditBroken(f"audit checkpoint refused: {report.problem or 'the head row does not match the chain'}")
+            why = str(report) if not report.ok else "the head row does not match the chain"
+            raise AuditBroken(f"audit checkpoint refused: {why}")
         at = float(self._clock())
         signature = self.key.sign(checkpoint_message(seq, head_hash, at))
         connection.execute(insert(_checkpoints).values(
