@@ -21,6 +21,7 @@ from control_plane import audit
 from control_plane.database import migrate, open_engine, sqlite_url
 from control_plane.errors import ControlInputError
 from control_plane.people import People
+from control_plane.signer import DEFAULT_CHECKPOINT_INTERVAL_S, serve
 from ops_agent.keys import read_public_key
 
 #: The fleet database's file in the centre's data folder (SQLite, the default).
@@ -109,6 +110,31 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (f
     """Revoke a token: it is refused from now on."""
     People(fleet_engine(data_dir, db_url)).revoke(token_id)
     typer.echo(f"token {token_id}: revoked")
+
+
+@control_app.command("signer")
+def signer(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="The centre's data folder: the key in DIR/keys, "
+                                                              "the socket DIR/signer.sock.")],
+    db_url: DbUrlOption = None,
+    socket_path: Annotated[Path | None, typer.Option("--socket", help="The Unix socket (default "
+                                                                      "DATA_DIR/signer.sock).")] = None,
+    approval: Annotated[list[str] | None, typer.Option("--approval", help="An action that needs a second "
+                                                                          "person's approval; repeatable.")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Audit rows between signed checkpoints.")] =
+    audit.DEFAULT_CHECKPOINT_EVERY,
+    checkpoint_interval: Annotated[float, typer.Option(help="Seconds between timed checkpoints.")] =
+    DEFAULT_CHECKPOINT_INTERVAL_S,
+) -> None:
+    """Hold the signing key and sign only commands the database shows requested (and confirmed, approved)."""
+    if not data_dir.is_dir():
+        raise ControlInputError(f"--data-dir: value {str(data_dir)!r}: expected an existing folder")
+    engine = fleet_engine(None if db_url else data_dir, db_url)
+    try:
+        serve(data_dir, engine, socket_path=socket_path, policy=approval or (),
+                             checkpoint_every=checkpoint_every, checkpoint_interval=checkpoint_interval)
+    finally:
+        engine.dispose()
 
 
 def audit_verify(db: str, key: Path | None, as_json: bool) -> None:

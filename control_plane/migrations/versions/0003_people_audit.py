@@ -74,7 +74,7 @@ def upgrade() -> None:
         sa.Column("at", sa.Float, nullable=False),
         sa.Column("actor", sa.String(64), nullable=False),
         sa.Column("kind", sa.String(24), nullable=False, index=True),
-        sa.Column("subject", sa.String(256), nullable=False),
+        sa.Column("subject", sa.String(256), nullable=False, index=True),
         sa.Column("detail", sa.Text, nullable=False),
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
