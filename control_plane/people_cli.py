@@ -18,6 +18,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
 from control_plane import audit
+from control_plane.commands import parse_policy
 from control_plane.database import migrate, open_engine, sqlite_url
 from control_plane.errors import ControlInputError
 from control_plane.people import People
@@ -129,9 +130,13 @@ def signer(
     """Hold the signing key and sign only commands the database shows requested (and confirmed, approved)."""
     if not data_dir.is_dir():
         raise ControlInputError(f"--data-dir: value {str(data_dir)!r}: expected an existing folder")
+    policy = parse_policy(approval or ())  # checked before anything is written
+    if checkpoint_every < 1 or checkpoint_interval <= 0:
+        raise ControlInputError(f"--checkpoint-every {checkpoint_every}, --checkpoint-interval "
+                                f"{checkpoint_interval}: expected at least 1 row and more than 0 seconds")
     engine = fleet_engine(None if db_url else data_dir, db_url)
     try:
-        serve(data_dir, engine, socket_path=socket_path, policy=approval or (),
+        serve(data_dir, engine, socket_path=socket_path, policy=policy,
                              checkpoint_every=checkpoint_every, checkpoint_interval=checkpoint_interval)
     finally:
         engine.dispose()

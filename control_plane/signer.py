@@ -33,6 +33,7 @@ from sqlalchemy.engine import Engine
 from control_plane.audit import DEFAULT_CHECKPOINT_EVERY, AuditLog, Checkpoint, writing
 from control_plane.commands import (
     APPROVED,
+    AWAITING_APPROVAL,
     REQUESTED,
     SIGNED,
     SignatureRefused,
@@ -117,7 +118,7 @@ class CommandSigner:
         """Why ``row`` may not be signed, or None. Checks the row against the audit rows and people tables."""
         if row is None:
             return "no such command"
-        if row.signed_at is not None or row.status not in (REQUESTED, APPROVED):
+        if row.signed_at is not None or row.status not in (REQUESTED, AWAITING_APPROVAL, APPROVED):
             return f"status {row.status}: already signed or finished"
         try:
             operator = action_row(row.action)
@@ -144,6 +145,8 @@ class CommandSigner:
             problem = self._person_problem(connection, row.approver, row.tenant, "approver")
             if problem:
                 return problem
+        elif row.status != REQUESTED:
+            return f"status {row.status}: expected {REQUESTED}"
         if not row.host:
             return "no agent host is recorded for it"
         return None
@@ -256,8 +259,6 @@ def serve(data_dir: Path, engine: Engine, *, socket_path: Path | None = None, po
           checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
           checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL_S) -> None:
     """Run the signer until SIGTERM or SIGINT: socket up, ``DATA_DIR/signer.json`` written, checkpoints on a timer."""
-    if checkpoint_interval <= 0:
-        raise ControlInputError(f"--checkpoint-interval: value {checkpoint_interval!r}: expected seconds > 0")
     key = load_or_create_key(data_dir / KEYS_FOLDER)
     signer = CommandSigner(engine, key, policy, checkpoint_every)
     path = socket_path or data_dir / SOCKET_FILE
