@@ -9,13 +9,17 @@ fixtures of this folder keep their names.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from control_plane.errors import NotFound
 from ops_agent import keys
 from ops_agent.testing import AgentProcess
 from pipeline.testing import wait_for
+from protos import ops_agent_pb2 as pb
+from protos.actions import Target
 from site_scheduler.keys import QUEUES
 from site_scheduler.testing import SITE, Site
 
@@ -54,3 +58,25 @@ def command_agent(command_site: Site, command_keys: Path,
         yield process
     finally:
         process.close()
+
+
+@dataclass
+class HarnessDirectory:
+    """The fleet tables' part of the command path, done from the harness: the site's one agent, and a run's
+    tenant as the site records it (the real directory reads the replicated hosts and runs)."""
+
+    site: Site
+    agent: AgentProcess
+
+    def agent_for(self, site_id: str, action: str, target: Target) -> tuple[str, str]:
+        if site_id != self.site.site_id:
+            raise NotFound(f"site {site_id!r}: no agent known")
+        return self.agent.host, self.agent.address
+
+    def tenant_of(self, site_id: str, target: Target) -> str | None:
+        if not isinstance(target, pb.RunRef | pb.StageRef):
+            return None
+        run = self.site.client.run(target.run_id) if site_id == self.site.site_id else None
+        if run is None:
+            raise NotFound(f"run {target.run_id!r}: not at site {site_id}")
+        return str(run["tenant_id"])

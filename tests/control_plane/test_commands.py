@@ -22,34 +22,11 @@ from control_plane.signer import CommandSigner
 from ops_agent import keys
 from ops_agent.testing import AgentProcess
 from pipeline.testing import wait_for
-from protos import ops_agent_pb2 as pb
-from protos.actions import Target
 from site_scheduler.keys import QUEUES
 from site_scheduler.testing import SITE, Site
-from tests.control_plane.conftest import COMMAND_HOST, COMMAND_WORKER
+from tests.control_plane.conftest import COMMAND_HOST, COMMAND_WORKER, HarnessDirectory
 
 HOST, WORKER = COMMAND_HOST, COMMAND_WORKER
-
-
-@dataclass
-class Directory:
-    """The fleet tables' job, done from the harness: this site's one agent; a run's tenant from the site."""
-
-    site: Site
-    agent: AgentProcess
-
-    def agent_for(self, site_id: str, action: str, target: Target) -> tuple[str, str]:
-        if site_id != self.site.site_id:
-            raise NotFound(f"site {site_id!r}: no agent known")
-        return self.agent.host, self.agent.address
-
-    def tenant_of(self, site_id: str, target: Target) -> str | None:
-        if not isinstance(target, pb.RunRef | pb.StageRef):
-            return None
-        run = self.site.client.run(target.run_id)
-        if run is None:
-            raise NotFound(f"run {target.run_id!r}: not at site {site_id}")
-        return str(run["tenant_id"])
 
 
 @pytest.fixture
@@ -96,7 +73,7 @@ def centre(engine: Engine, site: Site, agent: AgentProcess, key_folder: Path) ->
         people.add_user(name, role, tenants)
     signer = CommandSigner(engine, keys.SigningKey.load(keys.KeyFolder(key_folder).signing_key),
                            policy=["drain-worker"])
-    commands = Commands(engine, Directory(site, agent), signer, policy=["drain-worker"])
+    commands = Commands(engine, HarnessDirectory(site, agent), signer, policy=["drain-worker"])
     assert tenant != "elsewhere"
     return Centre(engine, commands, Principal("ana", Role.OPERATOR, None), Principal("bo", Role.ADMIN, None),
                   Principal("vic", Role.VIEWER, None), Principal("ola", Role.OPERATOR, frozenset({"elsewhere"})))

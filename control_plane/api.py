@@ -1,0 +1,160 @@
+"""The centre's HTTP API (``/api/v1``): bearer tokens, one table of endpoint → role, one error mapping.
+
+A thin adapter over :mod:`control_plane.people` and :mod:`control_plane.commands`: every route is a row
+of :data:`ENDPOINT_ROLES` (a route without one is refused, default deny), its principal is checked
+against that role before the handler runs, and tenant scoping is the core's (a command acts on one
+tenant; listings show only the caller's tenants). Errors are mapped to HTTP in one place
+(:data:`ERROR_STATUS`); bad input is a 422 whose message names the field. The fleet read endpoints
+(sites, hosts, runs) are added beside these from the fleet tables' queries.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the route signatures at runtime, and the
+# ``Caller`` dependency is local to ``create_app``, which string annotations could not resolve.
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from sqlalchemy.engine import Engine
+
+from control_plane import audit
+from control_plane.audit import writing
+from control_plane.commands import MAX_PAGE, REQUESTED, STATUSES, Commands, SignatureRefused
+from control_plane.errors import Conflict, ControlError, ControlInputError, Forbidden, NotFound, Unauthenticated
+from control_plane.people import People, Principal, Role
+
+PREFIX = "/api/v1"
+#: Every endpoint and the least role it needs; tenant limits are applied by what each one does.
+ENDPOINT_ROLES: dict[tuple[str, str], Role] = {
+    ("GET", f"{PREFIX}/me"): Role.VIEWER,
+    ("GET", f"{PREFIX}/commands"): Role.VIEWER,
+    ("GET", f"{PREFIX}/commands/{{command_id}}"): Role.VIEWER,
+    ("POST", f"{PREFIX}/commands"): Role.OPERATOR,
+    ("POST", f"{PREFIX}/commands/{{command_id}}/approve"): Role.OPERATOR,
+    # The audit holds every tenant's rows: admins of every tenant only (checked in the handler).
+    ("GET", f"{PREFIX}/audit"): Role.ADMIN,
+}
+#: The one mapping from the control plane's errors to HTTP statuses; most specific first.
+ERROR_STATUS: tuple[tuple[type[ControlError], int], ...] = (
+    (ControlInputError, 422),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (SignatureRefused, 409),
+    (Conflict, 409),
+    (ControlError, 500),
+)
+
+
+class CommandRequest(BaseModel):
+    """``POST /api/v1/commands``: an action of the operator-actions table on one target at one site."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site: StrictStr
+    action: StrictStr
+    target: list[StrictStr] = Field(min_length=1, max_length=2)
+    confirm: StrictStr | None = None
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def create_app(engine: Engine, people: People, commands: Commands) -> FastAPI:
+    """The API over one fleet database; ``commands`` carries the signer and the agent directory."""
+    app = FastAPI(title="cinefleet control plane", version="1", openapi_url=f"{PREFIX}/openapi.json",
+                  docs_url=None, redoc_url=None)
+
+    def principal(request: Request) -> Principal:
+        """Authenticate, then require the role :data:`ENDPOINT_ROLES` gives this route (none: refused)."""
+        route = request.scope.get("route")
+        needed = ENDPOINT_ROLES.get((request.method, getattr(route, "path", "")))
+        caller = people.authenticate(_bearer(request))
+        try:
+            if needed is None:
+                raise Forbidden(f"{request.method} {request.url.path}: no role may use it")
+            caller.require(needed, any_tenant=True)
+        except Forbidden as exc:
+            with writing(engine) as connection:
+                commands.audit.append(connection, caller.user, "refused", f"{request.method} {request.url.path}",
+                                      {"reason": str(exc)})
+            raise
+        return caller
+
+    Caller = Annotated[Principal, Depends(principal)]
+
+    @app.exception_handler(ControlError)
+    def control_error(_request: Request, exc: ControlError) -> JSONResponse:
+        status = next(code for kind, code in ERROR_STATUS if isinstance(exc, kind))
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                    + (f" (value {e['input']!r})" if "input" in e and e["type"] != "missing" else "")
+                    for e in exc.errors()]
+        return JSONResponse({"error": "; ".join(problems)}, status_code=422)
+
+    @app.get(f"{PREFIX}/me")
+    def me(caller: Caller) -> dict[str, Any]:
+        return caller.as_dict()
+
+    @app.post(f"{PREFIX}/commands", status_code=201)
+    def post_command(caller: Caller, body: CommandRequest) -> dict[str, Any]:
+        """Request a command; one that needs no approval is signed and sent at once, and its outcome returned."""
+        command = commands.request(caller, body.action, body.target, body.site, body.confirm)
+        if command.status == REQUESTED:
+            command = commands.execute(command.command_id)
+        return command.as_dict()
+
+    @app.post(f"{PREFIX}/commands/{{command_id}}/approve")
+    def approve(caller: Caller, command_id: str) -> dict[str, Any]:
+        """Approve another person's command; it is then signed and sent, and its outcome returned."""
+        commands.approve(caller, command_id)
+        return commands.execute(command_id).as_dict()
+
+    @app.get(f"{PREFIX}/commands/{{command_id}}")
+    def get_command(caller: Caller, command_id: str) -> dict[str, Any]:
+        command = commands.get(command_id)
+        if not commands.visible(caller, command):  # another tenant's: as if it did not exist
+            raise NotFound(f"command {command_id!r}: no such command")
+        return command.as_dict()
+
+    @app.get(f"{PREFIX}/commands")
+    def list_commands(
+        caller: Caller,
+        site: str | None = None,
+        status: Annotated[str | None, Query(description=f"One of {', '.join(STATUSES)}.")] = None,
+        tenant: str | None = None,
+        action: str | None = None,
+        after: Annotated[str | None, Query(description="The last command id of the previous page.")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    ) -> dict[str, Any]:
+        """Newest first, only of the caller's tenants; pass ``next`` as ``after`` for the following page."""
+        page = commands.list(caller, site=site, status=status, tenant=tenant, action=action, after=after,
+                             limit=limit)
+        return {"commands": [c.as_dict() for c in page],
+                "next": page[-1].command_id if len(page) == limit else None}
+
+    @app.get(f"{PREFIX}/audit")
+    def list_audit(
+        caller: Caller,
+        after: Annotated[int, Query(ge=0, description="The last seq of the previous page.")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        kind: str | None = None,
+    ) -> dict[str, Any]:
+        """Audit rows in chain order, from ``after``; every tenant's, so for admins of every tenant."""
+        caller.require(Role.ADMIN, None)
+        if kind is not None and kind not in audit.KINDS:
+            raise ControlInputError(f"kind: value {kind!r}: expected one of {', '.join(sorted(audit.KINDS))}")
+        with engine.connect() as connection:
+            rows = audit.entries(connection, after=after, limit=limit, kind=kind)
+        return {"entries": [r.as_dict() for r in rows], "next": rows[-1].seq if len(rows) == limit else None}
+
+    return app
