@@ -42,9 +42,11 @@ class Centre:
     site: Site
     tokens: dict[str, str] = field(default_factory=dict)
 
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60))
+
     def call(self, method: str, path: str, user: str | None, **options: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
-        return httpx.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=60, **options)
+        return self.http.request(method, f"{self.url}/api/v1{path}", headers=headers, **options)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,7 @@ def centre(command_site: Site, command_agent: AgentProcess, command_keys: Path,
                                *(f"--approval={a}" for a in POLICY)], stdout=log, stderr=log, start_new_session=True)
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
+    made: Centre | None = None
     try:
         wait_for(lambda: (data_dir / "signer.json").exists() or signer.poll() is not None, "the signer", 30)
         assert signer.poll() is None, (root / "signer.log").read_text()
@@ -89,6 +92,8 @@ def centre(command_site: Site, command_agent: AgentProcess, command_keys: Path,
         made.tokens["garbage"] = "cft_not-a-token"
         yield made
     finally:
+        if made is not None:
+            made.http.close()
         if server is not None and thread is not None:
             server.should_exit = True
             thread.join(timeout=30)
