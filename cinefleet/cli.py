@@ -45,7 +45,16 @@ from typer.exceptions import TyperException
 
 from cinefleet import logs
 from control_plane.audit import AuditBroken
-from control_plane.errors import Conflict, ControlError, ControlInputError, Forbidden, NotFound, Unauthenticated
+from control_plane.errors import (
+    Conflict,
+    ControlError,
+    ControlInputError,
+    Forbidden,
+    NotFound,
+    Unauthenticated,
+    Unreachable,
+)
+from control_plane.fleet_cli import fleet_app
 from control_plane.people_cli import audit_verify as control_audit_verify
 from control_plane.people_cli import control_app
 from ops_agent.cli import agent_app, keys_app, ops, pki_app
@@ -101,6 +110,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int | Callable[[BaseException], int
     (Rejected, EXIT_REJECTED),
     (RunCancelled, EXIT_CANCELLED),
     (SiteUnreachable, EXIT_UNREACHABLE),
+    (Unreachable, EXIT_UNREACHABLE),
     (SiteNotFound, EXIT_UNREACHABLE),
     (redis.exceptions.ConnectionError, EXIT_UNREACHABLE),
     (redis.exceptions.TimeoutError, EXIT_UNREACHABLE),
@@ -161,6 +171,7 @@ audit_app = typer.Typer(help="Hash-chained audit logs: an agent's file, or the c
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(control_app, name="control")
+app.add_typer(fleet_app, name="fleet")
 app.add_typer(pki_app, name="pki")
 app.command("ops")(ops)
 app.add_typer(bench_app, name="bench")

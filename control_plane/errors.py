@@ -28,3 +28,7 @@ class Unauthenticated(ControlError):
 
 class Forbidden(ControlError):
     """Raised when an authenticated caller's role or tenants do not allow what it asked; nothing was changed."""
+
+
+class Unreachable(ControlError):
+    """Raised when the centre's API (or its signer) does not answer; nothing is known to have changed."""

@@ -4,6 +4,7 @@ confirmation and the second person's approval refused when missing or given by t
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -18,9 +19,12 @@ import httpx
 import pytest
 import uvicorn
 from sqlalchemy.engine import Engine
+from typer.testing import CliRunner, Result
 
+from cinefleet.cli import app
 from control_plane.api import create_app
 from control_plane.commands import Commands
+from control_plane.fleet_cli import TOKEN_ENV
 from control_plane.people import People
 from control_plane.people_cli import fleet_engine
 from control_plane.signer import SignerClient
@@ -253,3 +257,42 @@ def test_bad_requests_are_4xx_naming_the_field(centre: Centre) -> None:
     audit_page = centre.call("GET", "/audit?limit=3", "admin-all").json()
     following = centre.call("GET", f"/audit?limit=3&after={audit_page['next']}", "admin-all").json()
     assert [e["seq"] for e in audit_page["entries"] + following["entries"]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_fleet_commands_talk_to_the_centre_with_the_exit_codes_of_ops(centre: Centre) -> None:
+    site = centre.site
+
+    def fleet(user: str | None, *args: str) -> Result:
+        env = {TOKEN_ENV: centre.tokens[user] if user else ""}
+        return CliRunner().invoke(app, ["fleet", *args, "--control", centre.url] if "--control" not in args
+                                  else ["fleet", *args], env=env)
+
+    paused = fleet("operator-all", "pause-queue", "media_queue", "--site", SITE)
+    assert paused.exit_code == 0 and paused.stdout.startswith("executed pause-queue media_queue"), paused.output
+    try:
+        assert next(q["paused"] for q in site.client.queues() if q["queue"] == "media_queue")
+    finally:
+        assert fleet("operator-all", "resume-queue", "media_queue", "--site", SITE).exit_code == 0
+    # Refused by the centre's roles: 5; bad input (a destructive action unconfirmed, no token): 2
+    viewer = fleet("viewer-all", "pause-queue", "media_queue", "--site", SITE)
+    assert viewer.exit_code == 5 and "403" in viewer.stderr
+    unconfirmed = fleet("operator-all", "restart-worker", COMMAND_WORKER, "--site", SITE)
+    assert unconfirmed.exit_code == 2 and "confirm: value None" in unconfirmed.stderr
+    assert fleet(None, "commands").exit_code == 2
+    # A policy action waits for another person; the requester cannot approve it (5); the site then
+    # refuses to undrain a worker that is not drained (4)
+    waiting = fleet("operator-all", "undrain-worker", COMMAND_WORKER, "--site", SITE, "--json")
+    assert waiting.exit_code == 0, waiting.output
+    command_id = json.loads(waiting.stdout)["command_id"]
+    assert fleet("operator-all", "approve", command_id).exit_code == 5
+    refused = fleet("admin-all", "approve", command_id)
+    assert refused.exit_code == 4 and "not draining or drained" in refused.stderr, refused.output
+    assert fleet("admin-all", "approve", "0" * 32).exit_code == 2
+    # Listings, as JSON
+    listed = json.loads(fleet("viewer-all", "commands", "--status", "failed", "--json").stdout)
+    assert command_id in [c["command_id"] for c in listed["commands"]]
+    rows = json.loads(fleet("admin-all", "audit", "--kind", "approval", "--limit", "500", "--json").stdout)
+    assert ("admin-all", command_id) in [(e["actor"], e["subject"]) for e in rows["entries"]]
+    # The centre unreachable: 7; a --control that is no URL: 2
+    assert fleet("admin-all", "commands", "--control", "http://127.0.0.1:1").exit_code == 7
+    assert fleet("admin-all", "commands", "--control", "ftp://x").exit_code == 2
