@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy.engine import Engine
 
@@ -157,4 +158,9 @@ def create_app(engine: Engine, people: People, commands: Commands) -> FastAPI:
             rows = audit.entries(connection, after=after, limit=limit, kind=kind)
         return {"entries": [r.as_dict() for r in rows], "next": rows[-1].seq if len(rows) == limit else None}
 
+    for route in app.routes:  # every endpoint states its role in the published OpenAPI
+        if isinstance(route, APIRoute):
+            roles = {ENDPOINT_ROLES.get((method, route.path)) for method in route.methods or ()}
+            stated = ", ".join(sorted(r.label if r is not None else "none (refused)" for r in roles))
+            route.description = f"{route.description}\n\nRole: {stated}.".lstrip()
     return app

@@ -1,4 +1,4 @@
-"""The centre's people commands: ``cinefleet control user add|list|disable``, ``control token create|revoke``,
+"""The centre's people commands: ``cinefleet control user add|list|disable``, ``control token create|list|revoke``,
 ``control signer`` and ``cinefleet audit verify --db``.
 
 They act on the fleet database directly (``--data-dir DIR`` for its SQLite file, or ``--db-url``), as an
@@ -10,6 +10,7 @@ message and exit code in one place.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -103,6 +104,20 @@ def token_create(user: Annotated[str, typer.Argument(help="The user the token ac
         return
     typer.echo(f"token {made.token_id} for {made.user} (shown once; keep it secret):")
     typer.echo(made.token)
+
+
+@token_app.command("list")
+def token_list(user: Annotated[str | None, typer.Option("--user", help="Only this user's tokens.")] = None,
+               data_dir: DataDirOption = None, db_url: DbUrlOption = None, as_json: JsonOption = False) -> None:
+    """List token ids, their users, and when each was made, last used and revoked (never a token or hash)."""
+    tokens = People(fleet_engine(data_dir, db_url)).tokens(user)
+    if as_json:
+        typer.echo(json.dumps(tokens, sort_keys=True))
+        return
+    for t in tokens:
+        state = "revoked" if t["revoked_at"] is not None else "never used" if t["last_used_at"] is None else (
+            f"last used {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(t['last_used_at']))}")
+        typer.echo(f"{t['token_id']}\t{t['user']}\t{state}")
 
 
 @token_app.command("revoke")

@@ -247,6 +247,14 @@ def test_bad_requests_are_4xx_naming_the_field(centre: Centre) -> None:
     for response, field_named in cases:
         assert response.status_code == 422 and field_named in response.json()["error"], response.text
     assert centre.call("POST", f"/commands/{'0' * 32}/approve", "operator-all").status_code == 404
+    # Every endpoint states its role in the published OpenAPI (anyone may read the contract)
+    paths = httpx.get(f"{centre.url}/api/v1/openapi.json").json()["paths"]
+    stated = {(method.upper(), path): operation["description"].rsplit("Role: ", 1)[1]
+              for path, operations in paths.items() for method, operation in operations.items()}
+    assert stated == {("GET", "/api/v1/me"): "viewer.", ("GET", "/api/v1/commands"): "viewer.",
+                      ("GET", "/api/v1/commands/{command_id}"): "viewer.", ("POST", "/api/v1/commands"): "operator.",
+                      ("POST", "/api/v1/commands/{command_id}/approve"): "operator.",
+                      ("GET", "/api/v1/audit"): "admin."}
     # Keyset pagination: two pages, in order, no overlap
     for worker in ("w1", "w2", "w3", "w4"):
         post({"site": "nowhere", "action": "undrain-worker", "target": [worker]})

@@ -139,7 +139,11 @@ def test_the_user_and_token_commands(tmp_path: Path) -> None:
     engine = open_engine(sqlite_url(tmp_path / "fleet.db"))
     try:
         assert People(engine).authenticate(token).user == "ana"
+        listed_tokens = json.loads(_cli("control", "token", "list", "--json", *where).stdout)
+        assert [(t["token_id"], t["user"], t["revoked_at"]) for t in listed_tokens] == [(token_id, "ana", None)]
+        assert token not in json.dumps(listed_tokens) and listed_tokens[0]["last_used_at"] is not None
         assert _cli("control", "token", "revoke", token_id, *where).returncode == 0
+        assert "revoked" in _cli("control", "token", "list", "--user", "ana", *where).stdout
         with pytest.raises(Unauthenticated):
             People(engine).authenticate(token)
     finally:
