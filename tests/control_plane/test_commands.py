@@ -25,6 +25,7 @@ from pipeline.testing import wait_for
 from site_scheduler.keys import QUEUES
 from site_scheduler.testing import SITE, Site
 from tests.control_plane.conftest import COMMAND_HOST, COMMAND_WORKER, HarnessDirectory
+from tests.site_scheduler.postgres import postgres_cluster
 
 HOST, WORKER = COMMAND_HOST, COMMAND_WORKER
 
@@ -184,3 +185,32 @@ def test_the_listing_is_scoped_to_tenants_and_pages_by_keyset(centre: Centre) ->
     with pytest.raises(ControlInputError, match="after: value 'nope'"):
         commands.list(centre.bo, after="nope")
     assert json.loads(json.dumps(first[0].as_dict()))["target"] == [QUEUES[-1]]
+
+
+def test_on_postgresql_the_path_from_request_to_outcome_works_the_same(site: Site, agent: AgentProcess,
+                                                                      key_folder: Path) -> None:
+    with postgres_cluster() as url:
+        engine = open_engine(url)
+        try:
+            migrate(engine)
+            people = People(engine)
+            people.add_user("ana", "operator")
+            people.add_user("bo", "operator")
+            signer = CommandSigner(engine, keys.SigningKey.load(keys.KeyFolder(key_folder).signing_key),
+                                   policy=["pause-queue"], checkpoint_every=3)
+            commands = Commands(engine, HarnessDirectory(site, agent), signer, policy=["pause-queue"])
+            ana, bo = Principal("ana", Role.OPERATOR, None), Principal("bo", Role.OPERATOR, None)
+            asked = commands.request(ana, "pause-queue", "external_ai_queue", SITE)
+            with pytest.raises(Forbidden, match="its requester"):
+                commands.approve(ana, asked.command_id)
+            commands.approve(bo, asked.command_id)
+            done = commands.execute(asked.command_id)
+            assert (done.status, done.approver) == ("succeeded", "bo"), done
+            assert _paused(site, "external_ai_queue")
+            resumed = commands.request(bo, "resume-queue", "external_ai_queue", SITE)
+            assert commands.execute(resumed.command_id).status == "succeeded"
+            assert not _paused(site, "external_ai_queue")
+            report = audit.verify(engine)
+            assert report.ok and report.checkpoints >= 1, report
+        finally:
+            engine.dispose()
