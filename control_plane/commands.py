@@ -251,16 +251,21 @@ class Commands:
         try:
             host, address = self.directory.agent_for(command.site_id, row.cli, row.make_target(command.target))
         except ControlError as exc:
-            return self._finish(command_id, FAILED, "NO_AGENT", str(exc))
+            return self._finish(command_id, FAILED, "NO_AGENT", str(exc), unsigned_only=True)
         with writing(self.engine) as connection:
-            connection.execute(update(_commands).where(_commands.c.command_id == command_id).values(
+            connection.execute(update(_commands).where(_commands.c.command_id == command_id,
+                                                       _commands.c.signed_at.is_(None)).values(
                 host=host, address=address, updated_at=self._clock()))
         try:
             envelope = self.signer.sign(command_id)
         except SignatureRefused as exc:
-            return self._finish(command_id, REFUSED, "SIGNATURE_REFUSED", str(exc))
+            return self._finish(command_id, REFUSED, "SIGNATURE_REFUSED", str(exc), unsigned_only=True)
         except SignerUnavailable as exc:
-            return self._finish(command_id, FAILED, "SIGNER_UNAVAILABLE", str(exc))
+            return self._finish(command_id, FAILED, "SIGNER_UNAVAILABLE", str(exc), unsigned_only=True)
+        # Send to the agent the signature names (a concurrent execute may have chosen another before it)
+        with self.engine.connect() as connection:
+            host, address = connection.execute(select(_commands.c.host, _commands.c.address)
+                                               .where(_commands.c.command_id == command_id)).one()
         digest = hashlib.sha256(envelope.payload).hexdigest()
         with writing(self.engine) as connection:
             connection.execute(update(_commands).where(_commands.c.command_id == command_id).values(
@@ -281,13 +286,19 @@ class Commands:
         return self._finish(command_id, SUCCEEDED if result.outcome == pb.OUTCOME_EXECUTED else FAILED, outcome,
                             result.message)
 
-    def _finish(self, command_id: str, status: str, outcome: str, detail: str) -> Command:
+    def _finish(self, command_id: str, status: str, outcome: str, detail: str, *,
+                unsigned_only: bool = False) -> Command:
+        """Record the outcome. ``unsigned_only``: a failure before signing, recorded only if no concurrent
+        execute of the same command got it signed meanwhile (whose outcome that one records)."""
         now = self._clock()
         with writing(self.engine) as connection:
-            connection.execute(update(_commands).where(_commands.c.command_id == command_id).values(
-                status=status, outcome=outcome, detail=detail, finished_at=now, updated_at=now))
-            self.audit.append(connection, "centre", "outcome", command_id,
-                              {"status": status, "outcome": outcome, "detail": detail})
+            query = update(_commands).where(_commands.c.command_id == command_id)
+            if unsigned_only:
+                query = query.where(_commands.c.signed_at.is_(None))
+            if connection.execute(query.values(status=status, outcome=outcome, detail=detail, finished_at=now,
+                                               updated_at=now)).rowcount:
+                self.audit.append(connection, "centre", "outcome", command_id,
+                                  {"status": status, "outcome": outcome, "detail": detail})
         return self.get(command_id)
 
     def get(self, command_id: str) -> Command:

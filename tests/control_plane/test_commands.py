@@ -5,7 +5,9 @@ database alone, dispatched over gRPC and observed at the site."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,6 +172,33 @@ def test_a_policy_action_waits_for_a_second_persons_approval(centre: Centre, sit
     kinds = [kind for _, kind, subject in _audit(centre.engine) if subject == waiting.command_id]
     assert kinds == ["request", "refused", "refused", "refused", "approval", "refused", "signature", "dispatch",
                      "outcome"]
+
+
+def test_two_executions_of_one_command_at_once_sign_and_send_it_once(centre: Centre, site: Site,
+                                                                     agent: AgentProcess) -> None:
+    commands = centre.commands
+    asked = commands.request(centre.ana, "pause-queue", "local_ai_queue", SITE)
+    barrier = threading.Barrier(2)
+
+    def execute() -> str:
+        barrier.wait()
+        try:
+            return commands.execute(asked.command_id).status
+        except Conflict:
+            return "conflict"
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = sorted(pool.map(lambda _: execute(), range(2)))
+        final = commands.get(asked.command_id)
+        assert final.status == "succeeded" and _paused(site, "local_ai_queue"), (outcomes, final)
+        assert "succeeded" in outcomes
+    finally:
+        commands.execute(commands.request(centre.ana, "resume-queue", "local_ai_queue", SITE).command_id)
+    kinds = [kind for _, kind, subject in _audit(centre.engine) if subject == asked.command_id]
+    assert kinds.count("signature") == 1 and kinds.count("dispatch") == 1 and kinds.count("outcome") == 1, kinds
+    at_agent = [e["outcome"] for e in agent.audit_entries() if e.get("command_id") == asked.command_id]
+    assert at_agent == ["DISPATCHED", "OUTCOME_EXECUTED"], "the agent received it once"
 
 
 def test_the_listing_is_scoped_to_tenants_and_pages_by_keyset(centre: Centre) -> None:
