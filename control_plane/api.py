@@ -27,6 +27,8 @@ from control_plane.errors import Conflict, ControlError, ControlInputError, Forb
 from control_plane.people import People, Principal, Role
 
 PREFIX = "/api/v1"
+#: The largest seq a database integer holds (a larger ``after`` is bad input, not a driver overflow).
+MAX_SEQ = 2**63 - 1
 #: Every endpoint and the least role it needs; tenant limits are applied by what each one does.
 ENDPOINT_ROLES: dict[tuple[str, str], Role] = {
     ("GET", f"{PREFIX}/me"): Role.VIEWER,
@@ -146,7 +148,7 @@ def create_app(engine: Engine, people: People, commands: Commands) -> FastAPI:
     @app.get(f"{PREFIX}/audit")
     def list_audit(
         caller: Caller,
-        after: Annotated[int, Query(ge=0, description="The last seq of the previous page.")] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="The last seq of the previous page.")] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         kind: str | None = None,
     ) -> dict[str, Any]:

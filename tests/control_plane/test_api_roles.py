@@ -243,10 +243,18 @@ def test_bad_requests_are_4xx_naming_the_field(centre: Centre) -> None:
         (centre.call("GET", "/commands?after=nope", "viewer-all"), "after: value 'nope'"),
         (centre.call("GET", "/audit?after=-1", "admin-all"), "query.after"),
         (centre.call("GET", "/audit?kind=gossip", "admin-all"), "kind: value 'gossip'"),
+        (centre.call("GET", f"/audit?after={2**64}", "admin-all"), "query.after"),
+        (centre.call("GET", "/commands?limit=abc", "viewer-all"), "query.limit"),
+        (post({"site": SITE, "action": "pause-queue", "target": ["x" * 300]}), "target: value"),
+        (post({"site": "s" * 300, "action": "pause-queue", "target": ["x"]}), "site: value"),
+        (post({"site": SITE, "action": "pause-queue", "target": ["x"], "confirm": 7}), "body.confirm"),
     ]
     for response, field_named in cases:
         assert response.status_code == 422 and field_named in response.json()["error"], response.text
     assert centre.call("POST", f"/commands/{'0' * 32}/approve", "operator-all").status_code == 404
+    for odd in ("x" * 5000, "%00", "..%2F..%2Fetc", "\u00e9t\u00e9"):
+        assert centre.call("GET", f"/commands/{odd}", "viewer-all").status_code == 404, odd
+        assert centre.call("POST", f"/commands/{odd}/approve", "operator-all").status_code == 404, odd
     # Every endpoint states its role in the published OpenAPI (anyone may read the contract)
     paths = httpx.get(f"{centre.url}/api/v1/openapi.json").json()["paths"]
     stated = {(method.upper(), path): operation["description"].rsplit("Role: ", 1)[1]
