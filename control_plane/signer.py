@@ -168,6 +168,21 @@ class CommandSigner:
             return self.audit.checkpoint(connection)
 
 
+class SignerRunning(ControlError):
+    """Raised when a signer is already serving on the socket a new one was given."""
+
+
+def _answers(path: Path) -> bool:
+    """Whether a process accepts connections on the Unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class _Handler(socketserver.StreamRequestHandler):
     server: SignerServer
 
@@ -188,10 +203,16 @@ class SignerServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def __init__(self, path: Path, signer: CommandSigner) -> None:
         self.signer = signer
-        path.unlink(missing_ok=True)
+        if path.exists():
+            if _answers(path):
+                raise SignerRunning(f"--socket: {path}: another signer is serving on it; expected one signer "
+                                    "per socket (nothing was changed)")
+            path.unlink()  # left by a signer that died
         old = os.umask(0o177)  # the socket is born 0600: no moment when others could connect
         try:
             super().__init__(str(path), _Handler)
+        except OSError as exc:
+            raise ControlInputError(f"--socket: value {str(path)!r}: cannot listen there: {exc}") from None
         finally:
             os.umask(old)
         path.chmod(0o600)

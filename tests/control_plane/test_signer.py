@@ -193,6 +193,12 @@ def test_the_signer_signs_only_what_the_database_shows_and_refuses_the_rest(sign
                                         "--key", str(keys / "signing-key.pub.json")])
     assert verified.exit_code == 0, verified.output
 
+    # A second signer on the same socket refuses to start, and leaves the first serving
+    another = subprocess.run([sys.executable, "-m", "cinefleet", "control", "signer", "--data-dir",
+                             str(signer.data_dir)], capture_output=True, text=True, timeout=60, check=False)
+    assert another.returncode == 1 and "another signer is serving" in another.stderr, another.stderr
+    assert client.checkpoint() is None
+
     # SIGTERM: exit 0, socket and ready file gone; the key stays for the next start
     signer.process.send_signal(signal.SIGTERM)
     assert signer.process.wait(timeout=30) == 0
