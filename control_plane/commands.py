@@ -262,6 +262,8 @@ class Commands:
             return self._finish(command_id, REFUSED, "SIGNATURE_REFUSED", str(exc), unsigned_only=True)
         except SignerUnavailable as exc:
             return self._finish(command_id, FAILED, "SIGNER_UNAVAILABLE", str(exc), unsigned_only=True)
+        except ControlError as exc:  # the signer answered with an error of its own (its log says more)
+            return self._finish(command_id, FAILED, "SIGNER_ERROR", str(exc), unsigned_only=True)
         # Send to the agent the signature names (a concurrent execute may have chosen another before it)
         with self.engine.connect() as connection:
             host, address = connection.execute(select(_commands.c.host, _commands.c.address)
