@@ -44,9 +44,21 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from cinefleet import logs
+from control_plane.audit import AuditBroken
 from control_plane.cli import control_app
-from control_plane.errors import ControlError, ControlInputError
-from ops_agent.cli import agent_app, audit_app, keys_app, ops, pki_app
+from control_plane.errors import (
+    Conflict,
+    ControlError,
+    ControlInputError,
+    Forbidden,
+    NotFound,
+    Unauthenticated,
+    Unreachable,
+)
+from control_plane.fleet_cli import fleet_app
+from control_plane.people_cli import audit_verify as control_audit_verify
+from ops_agent.cli import agent_app, keys_app, ops, pki_app
+from ops_agent.cli import verify as agent_audit_verify
 from ops_agent.errors import AgentError, AgentInputError, Rejected
 from pipeline.errors import GateBlocked, InputError, PipelineError
 from protos.actions import ActionInputError
@@ -87,12 +99,18 @@ EXIT_CODES: tuple[tuple[type[BaseException], int | Callable[[BaseException], int
     (AgentInputError, EXIT_INPUT),
     (ActionInputError, EXIT_INPUT),
     (ControlInputError, EXIT_INPUT),
+    (NotFound, EXIT_INPUT),
+    (Conflict, EXIT_REFUSED),
+    (Unauthenticated, EXIT_REJECTED),
+    (Forbidden, EXIT_REJECTED),
+    (AuditBroken, EXIT_FAILED),
     (GateBlocked, EXIT_BLOCKED),
     (RunBlocked, EXIT_BLOCKED),
     (ControlRefused, EXIT_REFUSED),
     (Rejected, EXIT_REJECTED),
     (RunCancelled, EXIT_CANCELLED),
     (SiteUnreachable, EXIT_UNREACHABLE),
+    (Unreachable, EXIT_UNREACHABLE),
     (SiteNotFound, EXIT_UNREACHABLE),
     (redis.exceptions.ConnectionError, EXIT_UNREACHABLE),
     (redis.exceptions.TimeoutError, EXIT_UNREACHABLE),
@@ -149,11 +167,34 @@ app.command("worker")(site_worker)
 app.command("submit")(site_submit)
 app.add_typer(agent_app, name="agent")
 app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(help="Hash-chained audit logs: an agent's file, or the centre's database.",
+                        no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+app.add_typer(control_app, name="control")
+app.add_typer(fleet_app, name="fleet")
 app.add_typer(pki_app, name="pki")
 app.command("ops")(ops)
 app.add_typer(bench_app, name="bench")
-app.add_typer(control_app, name="control")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    file: Annotated[Path | None, typer.Argument(help="An agent's audit log (JSON lines).")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="The centre's fleet database (SQLAlchemy URL).")] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="With --db: the signer's public key file; checkpoints "
+                                                            "must be signed by it.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+) -> None:
+    """Verify an agent's audit FILE, or the centre's chain with --db; exit 1 naming the first bad entry."""
+    if (file is None) == (db is None):
+        raise _fail(EXIT_INPUT, "audit verify: expected either FILE (an agent's log) or --db URL (the centre's)")
+    if key is not None and db is None:
+        raise _fail(EXIT_INPUT, "--key: checks the centre's checkpoints; expected it with --db")
+    if db is not None:
+        control_audit_verify(db, key, as_json)
+    else:
+        assert file is not None
+        agent_audit_verify(file, as_json)
 
 
 def default_store() -> Path:

@@ -1,4 +1,5 @@
-"""The centre's commands: ``cinefleet control serve``, ``control site add``, ``control status``.
+"""The centre's commands: ``cinefleet control serve``, ``control site add``, ``control status``; the people
+commands (``control user|token|signer``) come from :mod:`control_plane.people_cli`.
 
 Commands raise the centre's errors and print nothing about them; ``cinefleet`` turns each into
 its message and exit code in one place (``cinefleet.cli.EXIT_CODES``).
@@ -13,9 +14,15 @@ from typing import Annotated
 
 import typer
 
-control_app = typer.Typer(help="The central control plane: ingest of every site and host.", no_args_is_help=True)
+from control_plane.people_cli import signer, token_app, user_app
+
+control_app = typer.Typer(help="The central control plane: ingest of every site and host, people, tokens and the "
+                               "command signer.", no_args_is_help=True)
 site_app = typer.Typer(help="Sites allowed to push to the centre.", no_args_is_help=True)
 control_app.add_typer(site_app, name="site")
+control_app.add_typer(user_app, name="user")
+control_app.add_typer(token_app, name="token")
+control_app.command("signer")(signer)
 
 DataDirOption = Annotated[Path, typer.Option("--data-dir", help="The centre's data folder (fleet.db, control.json).")]
 DbUrlOption = Annotated[str | None, typer.Option("--db-url", help="SQLAlchemy URL of the fleet database "
@@ -28,14 +35,27 @@ def serve(
     db_url: DbUrlOption = None,
     grpc_listen: Annotated[str, typer.Option("--grpc", help="HOST:PORT for ingest (loopback; port 0 picks one, "
                                                             "written to DATA_DIR/control.json).")] = "127.0.0.1:50161",
+    http_listen: Annotated[str, typer.Option("--http", help="HOST:PORT for the API (loopback; port 0 picks one, "
+                                                            "written to DATA_DIR/control.json).")] = "127.0.0.1:50180",
     interval: Annotated[float, typer.Option(help="Seconds between an agent's reports unless it says; a host "
                                                  "silent for 3 of them is offline.")] = 5.0,
+    site_timeout: Annotated[float, typer.Option(help="Seconds without a push or a host report before a site is "
+                                                     "disconnected.")] = 15.0,
+    signer_socket: Annotated[Path | None, typer.Option("--signer-socket", help="The signer's Unix socket (default "
+                                                                               "DATA_DIR/signer.sock).")] = None,
+    approval: Annotated[list[str] | None, typer.Option("--approval", help="An action that needs a second person's "
+                                                                          "approval; repeatable (give the signer "
+                                                                          "the same).")] = None,
+    tls_dir: Annotated[Path | None, typer.Option("--tls-dir", help="A `cinefleet pki init` folder: commands go to "
+                                                                   "the agents over mTLS.")] = None,
 ) -> None:
-    """Serve replication and host telemetry ingest until SIGTERM."""
+    """Serve ingest (gRPC) and the API (HTTP) until SIGTERM; commands are signed by `control signer`."""
     from control_plane.server import ControlConfig
     from control_plane.server import serve as run
 
-    run(ControlConfig(data_dir=data_dir.resolve(), db_url=db_url, grpc_listen=grpc_listen, interval_s=interval))
+    run(ControlConfig(data_dir=data_dir.resolve(), db_url=db_url, grpc_listen=grpc_listen, interval_s=interval,
+                      http_listen=http_listen, site_timeout_s=site_timeout, signer_socket=signer_socket,
+                      approvals=tuple(approval or ()), agent_tls_dir=tls_dir))
 
 
 @site_app.command("add")

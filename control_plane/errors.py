@@ -8,7 +8,30 @@ class ControlError(Exception):
 
 
 class ControlInputError(ControlError):
-    """Raised when the centre is told something it cannot run with; the message names the option and value."""
+    """Raised when a caller's input (an option, a field, a name) is invalid; nothing was changed.
+
+    The message names the field, its value and what was expected.
+    """
+
+
+class NotFound(ControlError):
+    """Raised when a named user, token or command does not exist; nothing was changed."""
+
+
+class Conflict(ControlError):
+    """Raised when a request contradicts what is recorded (a user that exists, a command already approved)."""
+
+
+class Unauthenticated(ControlError):
+    """Raised when a caller presents no token, or one that is unknown, revoked or of a disabled user."""
+
+
+class Forbidden(ControlError):
+    """Raised when an authenticated caller's role or tenants do not allow what it asked; nothing was changed."""
+
+
+class Unreachable(ControlError):
+    """Raised when the centre's API (or its signer) does not answer; nothing is known to have changed."""
 
 
 class Refused(ControlError):

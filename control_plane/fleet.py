@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from sqlalchemy import case, func, select, tuple_
 from sqlalchemy.orm import Session
 
-from control_plane.errors import ControlError
+from control_plane.errors import ControlInputError
 from control_plane.health import DEFAULT_INTERVAL_S, Seen, SiteConnection, Verdict, judge, seen
 from control_plane.ingest import RATE_TAU_S
 from control_plane.tables import (
@@ -45,13 +45,12 @@ from control_plane.tables import (
 PAGE_SIZE = 50
 #: Seconds without a push or a host report before a site is disconnected, unless told otherwise.
 SITE_TIMEOUT_S = 15.0
-MAX_PAGE_SIZE = 50
-#: Seconds without a push or a host report before a site is disconnected, unless told otherwise.
-SITE_TIMEOUT_S = 15.00
+#: The most runs one page may hold.
+MAX_PAGE_SIZE = 500
 Scope = Sequence[str] | None
 
 
-class QueryError(ControlError):
+class QueryError(ControlInputError):
     """Raised for a query the read model cannot answer as asked; names the field, value and expectation."""
 
 

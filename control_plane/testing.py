@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,8 +58,14 @@ class Centre:
     interval_s: float = 5.0
     site_timeout_s: float = SITE_TIMEOUT_S
     name: str = "centre"
+    #: A key folder (``cinefleet keys init``) the agents trust: given, a signer process is started with it.
+    keys: Path | None = None
+    approvals: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
+    signer: subprocess.Popen[bytes] | None = None
     address: str = ""
+    #: The API's base URL (``http://127.0.0.1:PORT``).
+    url: str = ""
     _engine: Engine | None = field(default=None, repr=False)
 
     def __enter__(self) -> Centre:
@@ -77,13 +84,37 @@ class Centre:
         listen = listen or self.address or "127.0.0.1:0"
         (self.data_dir / CONTROL_FILE).unlink(missing_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
+        if self.keys is not None and self.signer is None:
+            self._start_signer()
+        http = self.url.removeprefix("http://") or "127.0.0.1:0"
         command = [sys.executable, "-m", "cinefleet", "control", "serve", *self._options(), "--grpc", listen,
-                   "--interval", str(self.interval_s)]
+                   "--http", http, "--interval", str(self.interval_s), "--site-timeout", str(self.site_timeout_s),
+                   *(f"--approval={a}" for a in self.approvals)]
         with (self.logs / f"{self.name}.log").open("ab") as log:
             self.process = process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         info = _wait(lambda: self._started(process), f"{self.name} to serve", START_TIMEOUT_S)
-        self.address = str(info["grpc"])
+        self.address, self.url = str(info["grpc"]), str(info["http"])
         return self.address
+
+    def _start_signer(self) -> None:
+        """``control signer`` with the trusted key folder copied in as its key (only the signer reads it)."""
+        assert self.keys is not None
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not (self.data_dir / "keys").exists():
+            shutil.copytree(self.keys, self.data_dir / "keys")
+        (self.data_dir / "signer.json").unlink(missing_ok=True)
+        command = [sys.executable, "-m", "cinefleet", "control", "signer", *self._options(),
+                   *(f"--approval={a}" for a in self.approvals)]
+        with (self.logs / f"{self.name}-signer.log").open("ab") as log:
+            self.signer = signer = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+
+        def ready() -> bool:
+            if signer.poll() is not None:
+                log = (self.logs / f"{self.name}-signer.log").read_text(errors="replace")[-2000:]
+                raise AssertionError(f"{self.name}'s signer exited {signer.returncode}: {log}")
+            return (self.data_dir / "signer.json").exists()
+
+        _wait(ready, f"{self.name}'s signer", START_TIMEOUT_S)
 
     def _started(self, process: subprocess.Popen[bytes]) -> dict[str, Any] | None:
         if process.poll() is not None:
@@ -140,6 +171,14 @@ class Centre:
         if self.process is not None and self.process.poll() is None:
             self.stop()
         self.process = None
+        if self.signer is not None:
+            self.signer.send_signal(signal.SIGTERM)
+            try:
+                self.signer.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.signer.pid, signal.SIGKILL)
+                self.signer.wait(timeout=10)
+            self.signer = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
