@@ -250,6 +250,8 @@ class Commands:
         row = action_row(command.action)
         try:
             host, address = self.directory.agent_for(command.site_id, row.cli, row.make_target(command.target))
+        except NotFound as exc:  # the target, or the site, is unknown to the centre: nothing to send
+            return self._finish(command_id, FAILED, "UNKNOWN_TARGET", str(exc), unsigned_only=True)
         except ControlError as exc:
             return self._finish(command_id, FAILED, "NO_AGENT", str(exc), unsigned_only=True)
         with writing(self.engine) as connection:

@@ -120,6 +120,8 @@ def report(command: dict[str, Any], as_json: bool) -> None:
         raise SiteRefused(f"refused {what}: {detail}")
     if status == "refused" or outcome.startswith("OUTCOME_REJECTED"):
         raise CommandRejected(f"rejected {what}: {outcome}: {detail}")
+    if outcome.startswith("UNKNOWN_TARGET"):
+        raise NotFound(f"not sent {what}: {detail}")
     if outcome.startswith(("UNREACHABLE", "SIGNER_UNAVAILABLE", "NO_AGENT")):
         raise Unreachable(f"not delivered {what}: {outcome}: {detail}")
     raise CommandFailed(f"failed {what}: {status} {outcome}: {detail}")

@@ -1,6 +1,7 @@
 """The HTTP API over real HTTP (uvicorn on loopback), with the real signer process, agent and site:
-the whole endpoint x role x tenant matrix (the fleet's read endpoints scoped to the caller's tenants), and a drain and a cancel observed at the site, with the
-confirmation and the second person's approval refused when missing or given by the requester."""
+the whole endpoint x role x tenant matrix (the fleet's read endpoints scoped to the caller's tenants),
+and a drain and a cancel observed at the site, with the confirmation and the second person's approval
+refused when missing or given by the requester."""
 
 from __future__ import annotations
 
