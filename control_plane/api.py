@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy.engine import Engine
@@ -27,6 +27,7 @@ from control_plane.audit import writing
 from control_plane.commands import MAX_PAGE, REQUESTED, STATUSES, Commands, SignatureRefused
 from control_plane.errors import Conflict, ControlError, ControlInputError, Forbidden, NotFound, Unauthenticated
 from control_plane.fleet import MAX_PAGE_SIZE, PAGE_SIZE, Fleet, Liveness
+from control_plane.metrics import exposition, registry
 from control_plane.people import People, Principal, Role
 
 PREFIX = "/api/v1"
@@ -49,6 +50,8 @@ ENDPOINT_ROLES: dict[tuple[str, str], Role] = {
     ("POST", f"{PREFIX}/commands/{{command_id}}/approve"): Role.OPERATOR,
     # The audit holds every tenant's rows: admins of every tenant only (checked in the handler).
     ("GET", f"{PREFIX}/audit"): Role.ADMIN,
+    # Every site's figures: viewers of every tenant (a scraper's token), checked in the handler.
+    ("GET", "/metrics"): Role.VIEWER,
 }
 #: The one mapping from the control plane's errors to HTTP statuses; most specific first.
 ERROR_STATUS: tuple[tuple[type[ControlError], int], ...] = (
@@ -125,6 +128,14 @@ def create_app(engine: Engine, people: People, commands: Commands, liveness: Liv
         session = Session(engine)
         scope = None if caller.tenants is None else sorted(caller.tenants)
         return Fleet(session, liveness), scope
+
+    scrape = registry(engine, liveness or Liveness())
+
+    @app.get("/metrics", response_class=Response)
+    def metrics(caller: Caller) -> Response:
+        """Prometheus text: replication per site, hosts per state, commands per status and outcome."""
+        caller.require(Role.VIEWER, None)
+        return Response(exposition(scrape), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get(f"{PREFIX}/fleet")
     def summary(caller: Caller) -> dict[str, Any]:

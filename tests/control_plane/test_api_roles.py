@@ -53,7 +53,8 @@ class Centre:
 
     def call(self, method: str, path: str, user: str | None, **options: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
-        return self.http.request(method, f"{self.url}/api/v1{path}", headers=headers, **options)
+        url = f"{self.url}{path}" if path == "/metrics" else f"{self.url}/api/v1{path}"
+        return self.http.request(method, url, headers=headers, **options)
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +154,7 @@ def test_every_endpoint_for_every_role_and_tenant(centre: Centre) -> None:
         "workers": ("GET", "/workers", None, set(users)),
         "queues": ("GET", "/queues", None, set(users)),
         "runs": ("GET", "/runs", None, set(users)),
+        "metrics": ("GET", "/metrics", None, {"viewer-all", "operator-all", "admin-all"}),
         "list commands": ("GET", "/commands", None, set(users)),
         "audit": ("GET", "/audit", None, {"admin-all"}),
         "site-wide command": ("POST", "/commands", {"site": SITE, "action": "undrain-worker",
@@ -298,7 +300,7 @@ def test_bad_requests_are_4xx_naming_the_field(centre: Centre) -> None:
               for path, operations in paths.items() for method, operation in operations.items()}
     reads = ("/fleet", "/sites", "/hosts", "/hosts/{site_id}/{host}/history", "/workers", "/queues", "/runs",
              "/runs/{site_id}/{run_id}")
-    assert stated == {**{("GET", f"/api/v1{path}"): "viewer." for path in reads},
+    assert stated == {**{("GET", f"/api/v1{path}"): "viewer." for path in reads}, ("GET", "/metrics"): "viewer.",
                       ("GET", "/api/v1/me"): "viewer.", ("GET", "/api/v1/commands"): "viewer.",
                       ("GET", "/api/v1/commands/{command_id}"): "viewer.", ("POST", "/api/v1/commands"): "operator.",
                       ("POST", "/api/v1/commands/{command_id}/approve"): "operator.",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -113,6 +114,16 @@ def test_commands_through_the_centre_reach_the_worker_and_the_run_and_come_back_
     assert [(c["action"], c["status"]) for c in reversed(commands)] == [
         ("drain-worker", "succeeded"), ("cancel-run", "succeeded"), ("undrain-worker", "succeeded")]
     assert {c["host"] for c in commands} == {HOST}
+
+    # Prometheus: replication, hosts and commands, read from the fleet database at the scrape
+    scraped = httpx.get(f"{fleet.centre.url}/metrics", headers={"Authorization": f"Bearer {fleet.token}"}).text
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in scraped.splitlines()
+               if line and not line.startswith("#")}
+    assert samples[f'cinefleet_replication_cursor{{site="{SITE_ID}"}}'] > 0
+    assert samples[f'cinefleet_site_connected{{site="{SITE_ID}"}}'] == 1.0
+    assert samples['cinefleet_hosts{state="healthy"}'] == 1.0
+    assert samples['cinefleet_commands{outcome="OUTCOME_EXECUTED",status="succeeded"}'] == 3.0
+    assert httpx.get(f"{fleet.centre.url}/metrics").status_code == 401
 
     # A worker the centre has never heard of: refused naming it, nothing signed
     unknown = fleet.fleet("drain-worker", "w-none", "--site", SITE_ID)
