@@ -29,7 +29,9 @@ from pydantic import ValidationError
 
 from pipeline.errors import GateBlocked, PipelineError
 from pipeline.media.ffmpeg import disk_full
-from pipeline.store import make_files_private
+from pipeline.media.processes import descendants as descendants  # the one process-tree walk, for the tests too
+from pipeline.media.processes import kill_descendants
+from pipeline.store import ArtifactStore, make_files_private
 from site_scheduler.broker import make_broker
 from site_scheduler.builds import build_free_queues, own_builds, refusal
 from site_scheduler.config import SiteEndpoints
@@ -50,20 +52,6 @@ STARTED_AFTER_S = 0.05
 DEFER_MS = 300
 #: The longest wait between two tries at Redis while it does not answer (reporting, gating).
 REDIS_BACKOFF_MAX_S = 2.0
-
-
-def descendants(pid: int) -> list[int]:
-    """Every descendant of ``pid`` (Linux /proc), deepest last."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids = [int(k) for k in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            found.append(kid)
-            found.extend(descendants(kid))
-    return found
 
 
 class WorkerState:
@@ -275,19 +263,13 @@ def _abandon(state: WorkerState) -> None:
         state.abandoned = job
     log.warning("no heartbeat reached Redis for %s s: abandoning %s/%s attempt %s", HEARTBEAT_TTL_SECONDS,
                 job.run_id, job.stage_id, job.attempt)
-    _kill_children()
-
-
-def _kill_children() -> None:
-    for pid in reversed(descendants(os.getpid())):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    kill_descendants()
 
 
 def _watch_once(state: WorkerState, stop: threading.Event) -> None:
     job = state.current
     if job and _must_stop(state, job):
-        _kill_children()
+        kill_descendants()
     if state.refused() == "draining":
         state.set_status(WorkerStatus.DRAINED if job is None else WorkerStatus.DRAINING)
         if job is None and not stop.is_set() and state.redis.exists(state.keys.restart(state.name)):
@@ -349,6 +331,7 @@ def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str
     not be the bytes their cache keys promise (``site_scheduler.builds``).
     """
     make_files_private()  # what it writes lands in the site's store and scratch folders
+    ArtifactStore(Path(endpoints.store)).sweep_scratch()  # what a killed worker on this host left
     client = redis.Redis.from_url(endpoints.redis_url)
     keys = Keys(endpoints.namespace)
     builds = own_builds()

@@ -17,6 +17,7 @@ from pathlib import Path
 import imageio_ffmpeg
 
 from pipeline.errors import MediaError
+from pipeline.media.processes import die_with_parent
 
 #: Threads for x264 and for filter graphs. Fixed, never derived from the CPU or worker count:
 #: the x264 thread count is written into the stream's SEI, so a different number changes bytes.
@@ -87,7 +88,8 @@ def stderr_tail(stderr: str | bytes, lines: int = _STDERR_TAIL_LINES) -> str:
 def _run(args: list[str], purpose: str) -> subprocess.CompletedProcess[bytes]:
     cmd = [ffmpeg_path(), "-hide_banner", "-nostdin", "-y", *args]
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+                              preexec_fn=die_with_parent())  # killed with its caller
     except OSError as exc:
         raise MediaError(f"{purpose}: cannot start ffmpeg: {exc}") from exc
     if proc.returncode != 0:
