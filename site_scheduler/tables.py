@@ -78,6 +78,9 @@ class WorkerRow(Base):
     builds: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     #: Why it takes no build-dependent stage: its builds differ from the site's pinned ones.
     refused: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: When its latest drain's in-flight work is requeued (unix seconds), kept here so that a drain
+    #: put back after Redis lost its data keeps its deadline; None for a drain without one.
+    drain_until: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class QueueRow(Base):
