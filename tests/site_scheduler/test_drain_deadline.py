@@ -16,7 +16,9 @@ def test_a_drain_put_back_after_redis_loses_its_data_keeps_its_deadline(site: Si
     site.start_worker("w1")
     site.cli("site", "drain-worker", "w1", "--deadline", "600")
     keys, client = site.client.keys, site.client.redis
-    until = json.loads(client.get(keys.drain("w1")))["until"]
+    raw = client.get(keys.drain("w1"))
+    assert isinstance(raw, bytes), raw
+    until = json.loads(raw)["until"]
     [w1] = [w for w in site.client.workers() if w["name"] == "w1"]
     assert w1["drain_until"] == until, "the deadline is recorded with the drain"
     # Redis dies and comes back without its data (its append-only files are gone).
