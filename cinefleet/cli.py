@@ -215,14 +215,23 @@ def render(
     workers: Annotated[int, typer.Option(help="Parallel ffmpeg jobs.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
-    """Render PROJECT into DIR: the artifacts, episode.mp4, captions.srt and run_summary.json."""
+    """Render PROJECT into DIR: the artifacts, episode.mp4, captions.srt and run_summary.json.
+
+    SIGINT, SIGTERM or SIGHUP stop it cleanly: its ffmpeg and espeak-ng processes are killed, its
+    scratch folders removed, nothing is published, and it exits 128 + the signal's number.
+    """
     from pipeline.progress import Lines
-    from pipeline.render import RenderRequest
+    from pipeline.render import Interrupted, RenderRequest, stop_on_signals
     from pipeline.render import render as run_render
 
     request = RenderRequest(project=project, out=out, store=store or default_store(), profile=profile,
                             workers=workers)
-    result = run_render(request, Lines())
+    try:
+        with stop_on_signals():
+            result = run_render(request, Lines())
+    except Interrupted as stopped:
+        raise _fail(128 + stopped.signum, f"{stopped}: its encoders were stopped and its scratch removed; "
+                    "nothing was published") from None
     if result.blocked is not None:
         raise result.blocked
     summary = result.summary

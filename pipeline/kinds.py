@@ -65,6 +65,10 @@ class StageKind:
     output: str | None = None
     #: The files a finished run publishes from its outputs: file name -> output name.
     publishes: Mapping[str, str] = field(default_factory=dict)
+    #: Whether what it makes depends on the ffmpeg and espeak-ng builds (``steps.BUILDS``): the
+    #: plan records them and the media stages encode with them, so a site gives such a stage
+    #: only to a worker with the builds it pinned.
+    builds: bool = False
 
 
 # -- the functions ---------------------------------------------------------------------------
@@ -224,12 +228,14 @@ KINDS: dict[str, StageKind] = {
         StageKind("assets", "media_queue", 2, _assets, inputs=_assets_inputs, output="manifest",
                   publishes={"AssetManifest.json": "manifest"}),
         StageKind("render_plan", "cpu_queue", 2, _render_plan, inputs=_plan_inputs, expand=_expand_plan,
-                  output="plan", publishes={"RenderPlan.json": "plan"}),
-        StageKind("voice", "cpu_queue", 0, _media(_voice_job), job=_voice_job, output="file"),
-        StageKind("shot", "cpu_queue", 3, _media(_shot_job), job=_shot_job, output="file"),
-        StageKind("audio", "cpu_queue", 1, _media(_audio_job), inputs=_audio_inputs, job=_audio_job, output="file"),
+                  output="plan", publishes={"RenderPlan.json": "plan"}, builds=True),
+        StageKind("voice", "cpu_queue", 0, _media(_voice_job), job=_voice_job, output="file", builds=True),
+        StageKind("shot", "cpu_queue", 3, _media(_shot_job), job=_shot_job, output="file", builds=True),
+        StageKind("audio", "cpu_queue", 1, _media(_audio_job), inputs=_audio_inputs, job=_audio_job, output="file",
+                  builds=True),
         StageKind("finish", "cpu_queue", 4, _finish, inputs=_finish_inputs, output="output",
-                  publishes={"RenderOutput.json": "output", "episode.mp4": "episode", "captions.srt": "captions"}),
+                  publishes={"RenderOutput.json": "output", "episode.mp4": "episode", "captions.srt": "captions"},
+                  builds=True),
         StageKind("probe", "cpu_queue", 3, None),
     )
 }

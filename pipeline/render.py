@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -22,6 +24,7 @@ from pipeline.documents import load_project
 from pipeline.errors import GateBlocked, InputError, MediaError, PipelineError
 from pipeline.kinds import KINDS, PUBLISHED, Done, Outputs, Planned, arguments, first_stages, published, run_job
 from pipeline.media.ffmpeg import disk_full
+from pipeline.media.processes import kill_descendants
 from pipeline.models import AssetManifest, RenderOutput, RunSummary, ShotList
 from pipeline.models.render import Profile
 from pipeline.models.summary import RunError, StageTiming
@@ -31,7 +34,10 @@ from pipeline.stages.render_plan import check_profile
 from pipeline.store import atomic_write
 from pipeline.workspace import Workspace
 
-__all__ = ["PUBLISHED", "RenderRequest", "RenderResult", "render"]
+__all__ = ["PUBLISHED", "Interrupted", "RenderRequest", "RenderResult", "render", "stop_on_signals"]
+
+#: The signals that stop a render as Ctrl-C does: a service manager's stop, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -51,8 +57,48 @@ class RenderResult:
     blocked: GateBlocked | None = None
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stop signal reached a render run under :func:`stop_on_signals`; it has stopped cleanly."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"render interrupted by {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` in the main thread.
+
+    Python's default for SIGTERM and SIGHUP ends the process at once: no ``finally`` runs, so
+    every encode in flight was left running and every scratch folder left behind. Raised as an
+    exception instead, the render kills its encoders and its stages remove their scratch
+    (:meth:`_Run._media`). Only the first signal is raised; a second one during that clean-up
+    is ignored rather than cutting it short.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; a render elsewhere keeps its caller's
+        return
+    raised = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        if not raised.is_set():
+            raised.set()
+            raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def render(request: RenderRequest, progress: Progress | None = None) -> RenderResult:
-    """Render a project; raises :class:`InputError` before writing anything when input is bad."""
+    """Render a project; raises :class:`InputError` before writing anything when input is bad.
+
+    Before it starts it removes the scratch folders that killed renders (or workers) on this
+    host left in the store.
+    """
     progress = progress or Silent()
     profile = check_profile(request.profile)
     if request.workers < 1:
@@ -62,6 +108,7 @@ def render(request: RenderRequest, progress: Progress | None = None) -> RenderRe
     gathered = gather(load_project(request.project))  # bad input stops here, before anything is written
     workspace = Workspace(request.store, gathered.loaded.project.tenant_id, request.site_id)
     try:
+        workspace.store.sweep_scratch()
         bundle = bundle_project(workspace, gathered)
         return _Run(request, bundle, workspace, progress).execute(profile)
     finally:
@@ -213,10 +260,17 @@ class _Run:
                                 self.shots_rendered += 1
                             self.progress.shot(self.shots_reused + self.shots_rendered, shots,
                                                planned.args["shot_id"], time.perf_counter() - began, cached)
-            except BaseException:
+            except BaseException as error:
                 # Without this, leaving the pool waits for every queued stage: a failed shot or a
                 # Ctrl-C would only be reported once the whole episode had been rendered.
-                pool.shutdown(wait=True, cancel_futures=True)
+                pool.shutdown(wait=False, cancel_futures=True)
+                if isinstance(error, KeyboardInterrupt):
+                    # Stopped (Ctrl-C, SIGTERM): the encodes in flight are killed too, so their
+                    # threads end now and remove their scratch; a failed stage lets them finish.
+                    while not all(future.done() for future in running):
+                        kill_descendants()
+                        wait(running, timeout=0.05)
+                pool.shutdown(wait=True)
                 raise
 
     def _summary(self, status: str, output_hash: str | None = None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.canonical import digest
-from pipeline.errors import GateBlocked, PipelineError
+from pipeline.errors import GateBlocked, MediaError, PipelineError
 from pipeline.media import audio, probe, shots, stills
 from pipeline.media.assemble import assemble_episode
 from pipeline.media.ffmpeg import VIDEO_ENCODE_ARGS, build_id
@@ -48,6 +48,23 @@ FONT_SHA256 = file_sha256(Path(stills.FONT_PATH))
 def voice_engine() -> str:
     """What voices this machine: 'espeak-ng <version>' or 'none' (no-voice mode)."""
     return f"espeak-ng {audio.espeak_version()}" if audio.espeak_available() else "none"
+
+
+#: The tools whose build fixes a media artifact's bytes, and how this machine's build of each is read.
+BUILDS: Mapping[str, Callable[[], str]] = {"ffmpeg": build_id, "voice": voice_engine}
+
+
+def check_builds(named: Mapping[str, str], purpose: str) -> None:
+    """Refuse to make bytes under a cache key that names another build of a tool than this machine's.
+
+    A key names the builds the render plan recorded; bytes another build made would be cached
+    under it and reused by every later run, so one episode could mix two builds (issue 9).
+    """
+    for tool, wanted in named.items():
+        own = BUILDS[tool]()
+        if own != wanted:
+            raise MediaError(f"{purpose}: this machine's {tool} build {own!r} differs from {wanted!r}, the one "
+                             "its cache key names; its bytes would be cached as the other build's")
 
 
 # -- documents -----------------------------------------------------------------------------
@@ -146,9 +163,17 @@ class FileJob:
     kind: str
     parents: tuple[str, ...]
     suffix: str
+    #: The tool builds its key names (tool -> build): only a machine with those builds may make it.
+    builds: Mapping[str, str]
 
     def run(self, ws: Workspace) -> tuple[str, bool]:
-        return ws.derive_file(self.stage, self.material, self.make, kind=self.kind, parents=list(self.parents),
+        """The artifact, found by its key or made; made only with the builds the key names."""
+
+        def make(target: Path) -> None:
+            check_builds(self.builds, f"make {self.stage} {target.name}")
+            self.make(target)
+
+        return ws.derive_file(self.stage, self.material, make, kind=self.kind, parents=list(self.parents),
                               suffix=self.suffix)
 
     def key(self, ws: Workspace) -> str:
@@ -194,7 +219,7 @@ def voice_job(line: VoiceLine, window: int, engine: str) -> FileJob:
 
     material = {"v": STAGE_VERSIONS["voice"], "text": line.text, "voice": line.voice, "engine": engine,
                 "window": window}
-    return FileJob("voice", material, make, kind="VoiceLine", parents=(), suffix=".wav")
+    return FileJob("voice", material, make, kind="VoiceLine", parents=(), suffix=".wav", builds={"voice": engine})
 
 
 def shot_job(ws: Workspace, planned: PlannedShot, shot: Shot, plan: RenderPlan) -> FileJob:
@@ -237,7 +262,8 @@ def shot_job(ws: Workspace, planned: PlannedShot, shot: Shot, plan: RenderPlan) 
         )
         shots.render_shot(spec, target)
 
-    return FileJob("shot", material, make, kind="ShotClip", parents=(image,) if image else (), suffix=".mp4")
+    return FileJob("shot", material, make, kind="ShotClip", parents=(image,) if image else (), suffix=".mp4",
+                   builds={"ffmpeg": plan.ffmpeg_build})
 
 
 class ChunkCache:
@@ -280,7 +306,7 @@ def audio_job(ws: Workspace, voices: list[tuple[int, str]], shotlist: ShotList, 
         audio.encode_aac(pcm, target, cache=ChunkCache(ws))
 
     return FileJob("audio", material, make, kind="AudioMix", parents=tuple(wav for _, wav in voices),
-                   suffix=".m4a")
+                   suffix=".m4a", builds={"ffmpeg": plan.ffmpeg_build})
 
 
 # -- finishing -----------------------------------------------------------------------------
@@ -311,6 +337,7 @@ def finish(ws: Workspace, project: Project, profile: Profile, lineage: dict[str,
     scratch = ws.store.scratch()
     try:
         if found is None:
+            check_builds({"ffmpeg": plan.ffmpeg_build}, "assemble the episode")
             candidate = scratch / "episode.mp4"
             assemble_episode([ws.path(c) for c in clips], ws.path(audio_hash), candidate)
         else:

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from stat import S_ISREG
 from typing import BinaryIO
 
 from pipeline.errors import PipelineError
+from pipeline.media.processes import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -242,10 +244,33 @@ class ArtifactStore:
                 raise self._quarantine(path, sha.hexdigest())
 
     def scratch(self) -> Path:
-        """A private folder on the store's filesystem, so finished files can be linked in."""
+        """A private folder on the store's filesystem, so finished files can be linked in.
+
+        Its name says which process on which host owns it (``HOST.PID.random``), so that one a
+        killed process left behind can be told from one in use (:meth:`sweep_scratch`).
+        """
         base = self.root / SCRATCH
         base.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=base))
+        return Path(tempfile.mkdtemp(dir=base, prefix=f"{socket.gethostname()}.{os.getpid()}."))
+
+    def sweep_scratch(self) -> list[Path]:
+        """Remove the scratch folders of this host's processes that are gone (a ``kill -9``); returns them.
+
+        A process that stops any other way removes its own. Only folders whose owner is known
+        to be dead go: another host's (a shared store) and a live process's are left alone.
+        """
+        swept = []
+        host = socket.gethostname()
+        base = self.root / SCRATCH
+        for folder in sorted(base.iterdir()) if base.is_dir() else ():
+            owner_host, _, rest = folder.name.rpartition(".")[0].rpartition(".")
+            if owner_host != host or not rest.isdigit() or process_alive(int(rest)):
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            swept.append(folder)
+        if swept:
+            log.info("removed %d scratch folder(s) that killed processes left in %s", len(swept), base)
+        return swept
 
     def blobs(self) -> Iterator[tuple[str, str, Path]]:
         """Every stored blob as (tenant_id, digest, path), in a stable order."""

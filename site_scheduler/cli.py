@@ -71,12 +71,16 @@ def serve(
                                                 "site works the same without it, or while it is away).")] = None,
     control_token_file: Annotated[Path | None, typer.Option(help="The site's token from `cinefleet control site "
                                                             "add` (default DATA_DIR/control.token).")] = None,
+    repin_builds: Annotated[bool, typer.Option(
+        "--repin-builds", help="Pin the ffmpeg and espeak-ng builds this host has, replacing the site's "
+        "earlier pins (after upgrading them on every worker); workers with others take no media work.")] = False,
 ) -> None:
     """Start the site's scheduler (and its Redis, unless --redis-url is given)."""
     from site_scheduler.service import serve as run
 
     run(site, data_dir or default_data_dir(site), redis_url, db_url, api_port=api_port, tenant=tenant,
-        project_roots=project_root or [], control=control, control_token_file=control_token_file)
+        project_roots=project_root or [], control=control, control_token_file=control_token_file,
+        repin_builds=repin_builds)
 
 
 @site_app.command("outbox")
@@ -90,10 +94,11 @@ def outbox_command(site: SiteOption, data_dir: DataDirOption = None,
 
 @site_app.command("workers")
 def workers(site: SiteOption, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
-    """Workers with their status and current job."""
+    """Workers with their status and current job, and why one takes no media work (its builds differ)."""
     rows = _client(site, data_dir).workers()
     _print(rows, as_json, [f"{w['name']:<20} {w['status']:<9} {w['host']}:{w['pid']:<8} "
-                           f"{w['current_job'] or '-'}" for w in rows])
+                           f"{w['current_job'] or '-'}" + (f"  refused: {w['refused']}" if w["refused"] else "")
+                           for w in rows])
 
 
 @site_app.command("queues")

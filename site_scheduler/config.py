@@ -15,7 +15,7 @@ import json
 import os
 import re
 import secrets
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -54,6 +54,9 @@ class SiteEndpoints:
     #: Every run submitted to this site renders for this tenant, whatever its project file claims:
     #: the tenant is who submits, so a project cannot share (or poison) another tenant's cache.
     tenant: str = DEFAULT_TENANT
+    #: The ffmpeg and espeak-ng builds the site pinned (tool -> build, ``site_scheduler.builds``): a
+    #: worker with others takes no build-dependent stage. Empty from a site that pinned none.
+    builds: dict[str, str] = field(default_factory=dict)
 
     @property
     def namespace(self) -> str:

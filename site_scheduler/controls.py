@@ -135,7 +135,8 @@ def _drain_worker(scheduler: Scheduler, session: Session, args: dict[str, Any]) 
     worker = _worker(session, args["worker"])
     if worker.status in ("draining", "drained"):
         raise ControlRefused(f"worker {worker.name} is already {worker.status}")
-    scheduler.redis.set(scheduler.keys.drain(worker.name), json.dumps({"until": time.time() + deadline}))
+    worker.drain_until = time.time() + deadline
+    scheduler.redis.set(scheduler.keys.drain(worker.name), json.dumps({"until": worker.drain_until}))
     worker.status = "draining"
     scheduler._emit(session, "worker", worker)
     return f"worker {worker.name} {worker.status}"
@@ -149,7 +150,7 @@ def _undrain_worker(scheduler: Scheduler, session: Session, args: dict[str, Any]
     if r.exists(keys.restart(worker.name)):
         raise ControlRefused(f"worker {worker.name} is restarting; it takes work again once it is back")
     r.delete(keys.drain(worker.name))
-    worker.status = "idle"
+    worker.status, worker.drain_until = "idle", None
     scheduler._emit(session, "worker", worker)
     return f"worker {worker.name} {worker.status}"
 
@@ -165,7 +166,8 @@ def _restart_worker(scheduler: Scheduler, session: Session, args: dict[str, Any]
     # A drained worker comes back drained; any other comes back taking work.
     undrain = worker.status not in ("draining", "drained")
     if undrain:
-        r.set(keys.drain(worker.name), json.dumps({"until": time.time() + deadline}))
+        worker.drain_until = time.time() + deadline
+        r.set(keys.drain(worker.name), json.dumps({"until": worker.drain_until}))
     r.set(keys.restart(worker.name), json.dumps({"undrain": undrain}))
     worker.status = "draining"
     scheduler._emit(session, "worker", worker)

@@ -57,7 +57,8 @@ class Liveness:
                 fields = {"host": beat.host, "pid": beat.pid,
                           "status": intended_status(beat.status, draining=drain is not None),
                           "queues": beat.queues, "current_job": beat.current_job or None, "since": beat.since,
-                          "started_at": beat.started_at}
+                          "started_at": beat.started_at, "builds": beat.builds or None,
+                          "refused": beat.refused or None}
                 if drain is not None and time.time() > drain_until(drain):
                     requeued |= self._requeue_from(session, name, "its drain deadline passed")
                 if row is None:

@@ -154,10 +154,14 @@ class Heartbeat(SiteMessage):
     heartbeat: float
     started_at: float | None = None
     current_job: str = ""
+    #: Its ffmpeg and espeak-ng builds (tool -> build), and why it takes no media work ("" if it does).
+    builds: dict[str, str] = Field(default_factory=dict)
+    refused: str = ""
 
     def to_hash(self) -> dict[str, str | int | float]:
-        """Redis hash fields hold strings: the queues go as JSON, an absent start as 0."""
-        return {**self.model_dump(mode="json", exclude={"queues", "started_at"}), "queues": json.dumps(self.queues),
+        """Redis hash fields hold strings: the queues and builds go as JSON, an absent start as 0."""
+        return {**self.model_dump(mode="json", exclude={"queues", "started_at", "builds"}),
+                "queues": json.dumps(self.queues), "builds": json.dumps(self.builds),
                 "started_at": self.started_at or 0}
 
     @classmethod
@@ -166,6 +170,7 @@ class Heartbeat(SiteMessage):
         try:
             fields: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
             fields["queues"] = json.loads(fields.get("queues", "null"))
+            fields["builds"] = json.loads(fields.get("builds", "{}"))
             fields["started_at"] = float(fields.get("started_at") or 0) or None
             return cls.model_validate(fields)
         except (ValidationError, ValueError, UnicodeDecodeError) as exc:

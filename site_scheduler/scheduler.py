@@ -155,9 +155,8 @@ class Scheduler:
 
         A Redis that restarted without its data would otherwise undo them silently (a drained
         worker taking work, an offline host's workers too), and the next heartbeat sync would
-        even record the undo. Keys still present are left alone (``NX``): they keep their
-        deadlines. A drain put back has none (its deadline was in the lost key): it waits for
-        its work to finish.
+        even record the undo. Keys still present are left alone (``NX``). A drain put back keeps
+        the deadline the database recorded with it (one without a deadline waits for its work).
         """
         keys = self.keys
         pipe = self.redis.pipeline(transaction=False)
@@ -166,7 +165,10 @@ class Scheduler:
                 pipe.set(keys.host_state(host.host), host.state, nx=True)
             for worker in session.scalars(select(WorkerRow).where(
                     WorkerRow.status.in_((WorkerStatus.DRAINING, WorkerStatus.DRAINED)))):
-                pipe.set(keys.drain(worker.name), json.dumps({"reasserted": time.time()}), nx=True)
+                drain = {"reasserted": time.time()}
+                if worker.drain_until is not None:
+                    drain["until"] = worker.drain_until
+                pipe.set(keys.drain(worker.name), json.dumps(drain), nx=True)
             for queue in session.scalars(select(QueueRow).where(QueueRow.paused)):
                 pipe.set(keys.paused(queue.name), "1", nx=True)
         pipe.execute()

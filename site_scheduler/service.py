@@ -20,6 +20,7 @@ from typing import IO
 from pipeline.errors import InputError
 from pipeline.store import make_files_private
 from site_scheduler.api import ApiServer
+from site_scheduler.builds import own_builds, pin_builds
 from site_scheduler.client import SiteClient
 from site_scheduler.config import (
     DEFAULT_TENANT,
@@ -49,12 +50,13 @@ def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: st
           ready: threading.Event | None = None, stop: threading.Event | None = None,
           api_port: int | None = None, tenant: str = DEFAULT_TENANT,
           project_roots: Sequence[Path] = (), control: str | None = None,
-          control_token_file: Path | None = None) -> None:
+          control_token_file: Path | None = None, repin_builds: bool = False) -> None:
     """Serve the site until ``stop`` (or SIGTERM/SIGINT); every run submitted to it renders for ``tenant``.
 
     ``project_roots`` are the folders the HTTP API takes project files from (none: it takes none).
     With ``control`` (the centre's ``HOST:PORT``) a :class:`~site_scheduler.shipper.Shipper` thread
     pushes the outbox there with the token in ``control_token_file`` (default ``DATA_DIR/control.token``).
+    The site keeps the media builds it pinned first; ``repin_builds`` pins this host's instead.
     """
     check_tenant(tenant)
     roots = [root.resolve() for root in project_roots]
@@ -76,8 +78,10 @@ def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: st
     db_url = db_url or sqlite_url_for(data_dir)
     engine = open_engine(db_url)
     migrate(engine)
+    builds = pin_builds(engine, site_id, own_builds(), repin=repin_builds)
     endpoints = SiteEndpoints(site_id=site_id, data_dir=str(data_dir), redis_url=redis_url, db_url=db_url,
-                              store=str(data_dir / "store"), scheduler_pid=os.getpid(), tenant=tenant)
+                              store=str(data_dir / "store"), scheduler_pid=os.getpid(), tenant=tenant,
+                              builds=builds)
     api: ApiServer | None = None
     if api_port is not None:
         api = ApiServer(SiteClient(endpoints), api_port, ensure_api_token(data_dir), roots)

@@ -74,6 +74,13 @@ class WorkerRow(Base):
     current_job: Mapped[str | None] = mapped_column(String(160), nullable=True)
     since: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # the process image's start
+    #: The ffmpeg and espeak-ng builds the worker reported (tool -> build).
+    builds: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    #: Why it takes no build-dependent stage: its builds differ from the site's pinned ones.
+    refused: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: When its latest drain's in-flight work is requeued (unix seconds), kept here so that a drain
+    #: put back after Redis lost its data keeps its deadline; None for a drain without one.
+    drain_until: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class QueueRow(Base):
@@ -91,6 +98,17 @@ class HostRow(Base):
     host: Mapped[str] = mapped_column(String(128), primary_key=True)
     site_id: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16))
+
+
+class PinnedBuildRow(Base):
+    """A tool build the site pinned (``site_scheduler.builds``): workers with another take no media work."""
+
+    __tablename__ = "pinned_builds"
+
+    tool: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site_id: Mapped[str] = mapped_column(String(64))
+    build: Mapped[str] = mapped_column(Text)
+    pinned_at: Mapped[float] = mapped_column(Float)
 
 
 class OutboxRow(Base):

@@ -29,8 +29,11 @@ from pydantic import ValidationError
 
 from pipeline.errors import GateBlocked, PipelineError
 from pipeline.media.ffmpeg import disk_full
-from pipeline.store import make_files_private
+from pipeline.media.processes import descendants as descendants  # the one process-tree walk, for the tests too
+from pipeline.media.processes import kill_descendants
+from pipeline.store import ArtifactStore, make_files_private
 from site_scheduler.broker import make_broker
+from site_scheduler.builds import build_free_queues, own_builds, refusal
 from site_scheduler.config import SiteEndpoints
 from site_scheduler.errors import SiteError
 from site_scheduler.execute import RedisHints, run_stage
@@ -51,29 +54,18 @@ DEFER_MS = 300
 REDIS_BACKOFF_MAX_S = 2.0
 
 
-def descendants(pid: int) -> list[int]:
-    """Every descendant of ``pid`` (Linux /proc), deepest last."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids = [int(k) for k in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            found.append(kid)
-            found.extend(descendants(kid))
-    return found
-
-
 class WorkerState:
     """What this worker is doing, shared by the actor, the middleware and the heartbeat."""
 
-    def __init__(self, name: str, keys: Keys, client: redis.Redis, queues: list[str], host: str) -> None:
+    def __init__(self, name: str, keys: Keys, client: redis.Redis, queues: list[str], host: str,
+                 builds: dict[str, str] | None = None, refused: str | None = None) -> None:
         self.name = name
         self.keys = keys
         self.redis = client
         self.queues = queues
         self.host = host
+        self.builds = builds or {}  # its ffmpeg and espeak-ng builds, reported in every heartbeat
+        self.builds_refused = refused  # why it takes no media work: its builds differ from the site's pinned ones
         self.current: StagePayload | None = None
         self.status = WorkerStatus.IDLE
         self.since = self.started_at = time.time()
@@ -125,7 +117,8 @@ class WorkerState:
             job = self.current
             record = Heartbeat(name=self.name, host=self.host, pid=os.getpid(), status=self.status, queues=self.queues,
                                since=self.since, heartbeat=time.time(), started_at=self.started_at,
-                               current_job=f"{job.run_id}/{job.stage_id}" if job else "")
+                               current_job=f"{job.run_id}/{job.stage_id}" if job else "", builds=self.builds,
+                               refused=self.builds_refused or "")
         pipe = self.redis.pipeline()
         # redis-py's mapping type has an invariant key (str | bytes | ...), so no dict[str, ...] fits it.
         pipe.hset(self.keys.worker(self.name), mapping=record.to_hash())  # type: ignore[arg-type]
@@ -270,19 +263,13 @@ def _abandon(state: WorkerState) -> None:
         state.abandoned = job
     log.warning("no heartbeat reached Redis for %s s: abandoning %s/%s attempt %s", HEARTBEAT_TTL_SECONDS,
                 job.run_id, job.stage_id, job.attempt)
-    _kill_children()
-
-
-def _kill_children() -> None:
-    for pid in reversed(descendants(os.getpid())):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    kill_descendants()
 
 
 def _watch_once(state: WorkerState, stop: threading.Event) -> None:
     job = state.current
     if job and _must_stop(state, job):
-        _kill_children()
+        kill_descendants()
     if state.refused() == "draining":
         state.set_status(WorkerStatus.DRAINED if job is None else WorkerStatus.DRAINING)
         if job is None and not stop.is_set() and state.redis.exists(state.keys.restart(state.name)):
@@ -337,10 +324,23 @@ def refuse_taken_name(state: WorkerState) -> None:
 
 
 def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str | None = None) -> None:
+    """Consume ``queues`` until SIGTERM/SIGINT (or a restart control).
+
+    A worker whose ffmpeg or espeak-ng build differs from the site's pinned one consumes only
+    the queues no build-dependent stage runs on, and says why in its heartbeat: its clips would
+    not be the bytes their cache keys promise (``site_scheduler.builds``).
+    """
     make_files_private()  # what it writes lands in the site's store and scratch folders
+    ArtifactStore(Path(endpoints.store)).sweep_scratch()  # what a killed worker on this host left
     client = redis.Redis.from_url(endpoints.redis_url)
     keys = Keys(endpoints.namespace)
-    state = WorkerState(name, keys, client, queues, host or socket.gethostname())
+    builds = own_builds()
+    refused = refusal(builds, endpoints.builds)
+    if refused is not None:
+        queues = [queue for queue in queues if queue in build_free_queues()]
+        log.warning("worker %s takes no media work: its %s; it consumes %s", name, refused,
+                    ", ".join(queues) or "no queue")
+    state = WorkerState(name, keys, client, queues, host or socket.gethostname(), builds, refused)
     refuse_taken_name(state)
     broker, _ = make_broker(endpoints.redis_url, endpoints.namespace, make_handler(state, endpoints),
                             middleware=[SiteControls(state)])
@@ -351,13 +351,17 @@ def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str
     watcher.start()
     # With prefetch 1 the consumer backs off while its one job runs; worker_timeout caps that
     # back-off, so it is also the longest pause between finishing a job and fetching the next.
-    worker = dramatiq.Worker(broker, queues=set(queues), worker_threads=1, worker_timeout=100)
-    worker.queue_prefetch = 1  # nothing parked in memory: a pause or a drain takes effect at once
-    worker.start()
+    # No queue left (its builds differ and it was given only build-dependent queues): no consumer at
+    # all, since dramatiq reads an empty set of queues as every queue.
+    worker = dramatiq.Worker(broker, queues=set(queues), worker_threads=1, worker_timeout=100) if queues else None
+    if worker is not None:
+        worker.queue_prefetch = 1  # nothing parked in memory: a pause or a drain takes effect at once
+        worker.start()
     try:
         stop.wait()
     finally:
-        worker.stop(timeout=600_000)
+        if worker is not None:
+            worker.stop(timeout=600_000)
         halted.set()
         watcher.join(timeout=5)
         if not state.restarting:

@@ -111,7 +111,9 @@ def encode_aac(pcm: np.ndarray, out_path: Path, cache: PacketCache | None = None
     chunks = _chunks(total)
     # Packet k decodes to samples [(k-1)*1024, k*1024): packet 0 is the encoder's priming.
     packet_count = -(-total // _FRAME) + 1
-    with tempfile.TemporaryDirectory(prefix="cinefleet-aac-") as tmp:
+    # Beside the output (a stage's scratch folder), so a killed process leaves it where it is swept.
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".aac-", dir=out_path.parent) as tmp:
         streams: list[bytes | None] = []
         jobs, wanted, keys = [], [], []
         for number, (start, end) in enumerate(chunks):

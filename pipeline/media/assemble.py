@@ -42,7 +42,9 @@ def assemble_episode(clips: list[Path], audio: Path, out_path: Path) -> None:
     for path in (*clips, audio):
         if not Path(path).is_file():
             raise MediaError(f"assemble: input {path} does not exist")
-    with tempfile.TemporaryDirectory(prefix="cinefleet-concat-") as tmp:
+    # Beside the output (a stage's scratch folder), so a killed process leaves it where it is swept.
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".concat-", dir=Path(out_path).parent) as tmp:
         listing = Path(tmp) / "clips.ffconcat"
         listing.write_text(concat_list(clips), encoding="utf-8")
         with atomic_output(out_path) as target:

@@ -17,6 +17,7 @@ from pathlib import Path
 import imageio_ffmpeg
 
 from pipeline.errors import MediaError
+from pipeline.media.processes import die_with_parent
 
 #: Threads for x264 and for filter graphs. Fixed, never derived from the CPU or worker count:
 #: the x264 thread count is written into the stream's SEI, so a different number changes bytes.
@@ -72,7 +73,7 @@ def ffmpeg_path() -> str:
 @functools.cache
 def build_id() -> str:
     """Return the first line of ``ffmpeg -version``; different builds encode different bytes."""
-    out = read_ffmpeg_stdout(["-version"], "read the ffmpeg version")
+    out = _run(["-version"], "read the ffmpeg version", query=True).stdout
     return out.decode("utf-8", "replace").splitlines()[0].strip()
 
 
@@ -84,10 +85,13 @@ def stderr_tail(stderr: str | bytes, lines: int = _STDERR_TAIL_LINES) -> str:
     return "\n".join(kept[-lines:]) or "(no output)"
 
 
-def _run(args: list[str], purpose: str) -> subprocess.CompletedProcess[bytes]:
-    cmd = [ffmpeg_path(), "-hide_banner", "-nostdin", "-y", *args]
+def _run(args: list[str], purpose: str, *, query: bool = False) -> subprocess.CompletedProcess[bytes]:
+    """Run ffmpeg; a ``query`` (``-version``) goes as itself, any other command with the options every
+    encode shares (no banner, never read stdin, overwrite), which a query has no use for."""
+    cmd = [ffmpeg_path(), *args] if query else [ffmpeg_path(), "-hide_banner", "-nostdin", "-y", *args]
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+                              preexec_fn=die_with_parent())  # killed with its caller
     except OSError as exc:
         raise MediaError(f"{purpose}: cannot start ffmpeg: {exc}") from exc
     if proc.returncode != 0:

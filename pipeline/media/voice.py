@@ -20,6 +20,7 @@ from pipeline.errors import InputError, MediaError
 from pipeline.media.ffmpeg import stderr_tail
 from pipeline.media.loudness import integrated_loudness, peak_limit
 from pipeline.media.pcm import read_wav, write_wav
+from pipeline.media.processes import die_with_parent
 from pipeline.models.canon import VOICE_PATTERN
 
 #: espeak-ng speaking rates (words per minute): the default, and the fastest still clearly
@@ -65,10 +66,13 @@ def synthesize_voice(text: str, voice: str, out_wav: Path, *, speed_wpm: int = D
     if not _VOICE_NAME.match(voice):
         raise InputError(f"synthesize voice: {voice!r} is not a valid espeak-ng voice name")
     options = ["-v", voice, "-s", str(int(speed_wpm)), "-p", str(int(pitch)), "-b", "1"]
-    with tempfile.TemporaryDirectory(prefix="cinefleet-espeak-") as tmp:
+    # Beside the output (a stage's scratch folder), so a killed process leaves it where it is swept.
+    Path(out_wav).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".espeak-", dir=Path(out_wav).parent) as tmp:
         raw_wav = Path(tmp) / "espeak.wav"
         command = [binary, *options, "-w", str(raw_wav), "--stdin"]
-        proc = subprocess.run(command, input=text.encode("utf-8"), capture_output=True, check=False)
+        proc = subprocess.run(command, input=text.encode("utf-8"), capture_output=True, check=False,
+                              preexec_fn=die_with_parent())  # killed with its caller
         if proc.returncode != 0 or not raw_wav.is_file():
             tail = stderr_tail(proc.stderr + proc.stdout)
             raise MediaError(f"synthesize voice {voice!r}: espeak-ng exited {proc.returncode}: {tail}")

@@ -3,8 +3,8 @@
 Wall-clock unix seconds set at append; never hashed into anything. Events written before this
 migration have none (NULL): the centre counts no lag for them.
 
-Revision ID: 0003c
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003c"
-down_revision = "0002"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
