@@ -124,6 +124,9 @@ class WorkerView(BaseModel):
     queues: list[str]
     current_job: str | None
     since: float
+    builds: dict[str, str] | None = None
+    refused: str | None = None
+    drain_until: float | None = None
     updated_at: float
 
 

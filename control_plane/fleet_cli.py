@@ -245,7 +245,7 @@ def workers(control: ControlOption, site: Annotated[str | None, typer.Option(hel
     """Every worker as its site last replicated it."""
     _listing(control, timeout, "/workers", "workers", {"site": site}, as_json, lambda w: (
         f"{w['site_id'] + '/' + w['name']:<28} {w['status']:<10} host {w['host']:<16} "
-        f"{w.get('current_job') or ''}"))
+        f"{w.get('current_job') or ''}{'  ' + w['refused'] if w.get('refused') else ''}"))
 
 
 @fleet_app.command("queues")

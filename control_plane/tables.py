@@ -109,6 +109,12 @@ class WorkerRow(Base):
     current_job: Mapped[str | None] = mapped_column(String(160), nullable=True)
     since: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The ffmpeg and espeak-ng builds the worker reported, and why it takes no media work (they differ
+    #: from the site's pinned builds); None from sites that do not say.
+    builds: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    refused: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: When the worker's drain requeues what it still runs (unix seconds); None without a deadline.
+    drain_until: Mapped[float | None] = mapped_column(Float, nullable=True)
     replicated_seq: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[float] = mapped_column(Float)
 
