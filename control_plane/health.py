@@ -77,6 +77,10 @@ class Report:
                 raise ReportRejected(f"{name}: value {getattr(self, name)!r}: expected a non-empty id")
         if self.state not in HOST_STATES:
             raise ReportRejected(f"state: value {self.state!r}: expected one of {', '.join(HOST_STATES)}")
+        host, sep, port = self.agent_address.rpartition(":")
+        if self.agent_address and (not sep or not host or not port.isdigit() or not 0 < int(port) < 65536):
+            raise ReportRejected(f"agent_address: value {self.agent_address[:300]!r}: expected HOST:PORT, where the "
+                                 "agent serves OpsAgent")
         if not 0 <= self.interval_s <= 3600:
             raise ReportRejected(f"interval_seconds: value {self.interval_s!r}: expected 0 to 3600 seconds")
 

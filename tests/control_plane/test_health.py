@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy.orm import Session
 
 from control_plane.database import migrate, open_engine, sqlite_url
 from control_plane.fleet import Fleet, Liveness
-from control_plane.health import Report, Seen, Telemetry, judge
+from control_plane.health import Report, ReportRejected, Seen, Telemetry, judge
 
 
 def hosts(site: str, count: int, last: float, prefix: str = "h") -> list[Seen]:
@@ -51,6 +52,10 @@ def test_reports_are_kept_latest_per_host_with_a_bounded_history(tmp_path: Path)
         now[0] = 1000.0 + 5 * step
         telemetry.record(Report("a", "h1", "degraded" if step == 39 else "healthy", agent_address="127.0.0.1:1",
                                 interval_s=5.0, reasons=("load high",) if step == 39 else (), load_1m=step))
+    for bad, field in ((Report("a", "h1", "sleepy"), "state"), (Report("a", "h1", "healthy", agent_address="h1"),
+                                                                 "agent_address")):
+        with pytest.raises(ReportRejected, match=f"{field}: value"):
+            telemetry.record(bad)
     with Session(engine) as session:
         fleet = Fleet(session, Liveness(interval_s=5.0), now=now[0] + 1)
         [host] = fleet.hosts()
