@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 from sqlalchemy import Text, cast, func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.errors import InputError
 from protos import replication_pb2 as pb
@@ -87,6 +88,13 @@ class Shipper(threading.Thread):
                 except grpc.RpcError as exc:
                     failures += 1
                     self._wait_after(exc, failures)
+                    continue
+                except SQLAlchemyError as exc:  # the site's own database is away: the scheduler rides it out too
+                    failures += 1
+                    log.warning("the shipper cannot read the outbox (try %d): %s", failures,
+                                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                    self._prefetched.clear()
+                    self._stop_event.wait(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(failures - 1, 10)))
                     continue
                 if failures:
                     log.info("the control plane at %s answers again; pushing from seq %s", self.address,
