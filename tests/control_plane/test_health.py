@@ -36,6 +36,16 @@ def test_most_hosts_of_a_site_silent_at_once_disconnect_the_site_and_no_host_goe
     assert sites["b"].state == "connected"
 
 
+def test_a_verdict_does_not_depend_on_the_order_hosts_are_judged_in() -> None:
+    # h1 fell silent long ago; h2 and h3 just now, together: they disconnect the site, h1 stays offline.
+    fleet = [Seen("a", "h1", 90.0, 1.0, "healthy"), *hosts("a", 2, 96.5, prefix="x")]
+    for order in (fleet, fleet[::-1]):
+        verdicts, sites = judge(order, {"a": 100.0}, now=100.0, site_timeout_s=30.0)
+        assert [verdicts[("a", name)].state for name in ("h1", "x0", "x1")] == ["offline", "disconnected",
+                                                                                 "disconnected"]
+        assert sites["a"].state == "disconnected"
+
+
 def test_a_site_not_heard_from_is_disconnected_and_a_degraded_host_keeps_its_reasons() -> None:
     fleet = [Seen("a", "h0", 100.0, 1.0, "degraded", ("disk /data 95% full",))]
     verdicts, sites = judge(fleet, {"a": 100.0, "quiet": 50.0}, now=100.5, site_timeout_s=10.0)
