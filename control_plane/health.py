@@ -10,7 +10,8 @@ centres on one database agree and nothing has to run on a timer:
   reasons, or ``offline`` by its own word);
 * a host silent for :data:`MISSED_INTERVALS` of its intervals is ``offline``, unless the
   observer is suspect: when most of its site's hosts, or most of the fleet's, fell silent within
-  one interval of it (:data:`MIN_GROUP` hosts at least), or its site is not heard from at all
+  about one interval of it (:data:`TOGETHER_INTERVALS`, :data:`MIN_GROUP` hosts at least), or
+  its site is not heard from at all
   (no push, no report within the site timeout), the host is ``disconnected`` and its site too.
   ``disconnected`` is not ``offline``: nothing is cancelled or requeued because of it.
 """
@@ -36,6 +37,10 @@ DEFAULT_INTERVAL_S = 5.0
 MISSED_INTERVALS = 3
 #: Hosts that must fall silent together before the centre suspects itself rather than them.
 MIN_GROUP = 2
+#: "Together": last heard within this many intervals of each other. Hosts cut off at one instant
+#: last reported up to one interval apart (each on its own phase), plus delivery jitter; a host
+#: still reporting is at least two intervals clear of one just judged silent (three missed).
+TOGETHER_INTERVALS = 1.5
 #: Seconds of history kept per host (for graphs); older samples are trimmed.
 HISTORY_S = 3600.0
 #: Seconds between two trims of one host's history.
@@ -77,6 +82,10 @@ class Report:
                 raise ReportRejected(f"{name}: value {getattr(self, name)!r}: expected a non-empty id")
         if self.state not in HOST_STATES:
             raise ReportRejected(f"state: value {self.state!r}: expected one of {', '.join(HOST_STATES)}")
+        host, sep, port = self.agent_address.rpartition(":")
+        if self.agent_address and (not sep or not host or not port.isdigit() or not 0 < int(port) < 65536):
+            raise ReportRejected(f"agent_address: value {self.agent_address[:300]!r}: expected HOST:PORT, where the "
+                                 "agent serves OpsAgent")
         if not 0 <= self.interval_s <= 3600:
             raise ReportRejected(f"interval_seconds: value {self.interval_s!r}: expected 0 to 3600 seconds")
 
@@ -180,9 +189,10 @@ class _Scope:
 
 
 def _mass_silence(scope: _Scope, last: float, interval: float) -> bool:
-    """Did most of the hosts still reporting at ``last`` fall silent within one interval of it?"""
-    together = scope.between(last - interval, last + interval)
-    return together >= MIN_GROUP and 2 * together > scope.since(last - interval)
+    """Did most of the hosts still reporting at ``last`` fall silent together with it?"""
+    window = TOGETHER_INTERVALS * interval
+    together = scope.between(last - window, last + window)
+    return together >= MIN_GROUP and 2 * together > scope.since(last - window)
 
 
 def judge(hosts: Sequence[Seen], heard: dict[str, float | None], now: float,
@@ -211,6 +221,9 @@ def judge(hosts: Sequence[Seen], heard: dict[str, float | None], now: float,
                                             f"report; timeout {site_timeout_s:g} s)", at)
         else:
             sites[site_id] = SiteConnection("connected", "", at)
+    # Judged before any host is: a site disconnected below for its hosts' silence must not make
+    # the verdict of another of its hosts depend on the order they are looked at in.
+    unheard = {site_id for site_id, link in sites.items() if link.state == "disconnected"}
     verdicts: dict[tuple[str, str], Verdict] = {}
     for h in hosts:
         silent = max(0.0, now - h.last_report_at)
@@ -219,7 +232,7 @@ def judge(hosts: Sequence[Seen], heard: dict[str, float | None], now: float,
             continue
         silence = f"no report for {silent:.0f} s ({MISSED_INTERVALS} intervals of {h.interval_s:g} s missed)"
         site = sites[h.site_id]
-        suspect = ("its site is not heard from either" if site.state == "disconnected"
+        suspect = ("its site is not heard from either" if h.site_id in unheard
                    else f"most hosts of site {h.site_id} fell silent at once"
                    if _mass_silence(by_site[h.site_id], h.last_report_at, h.interval_s)
                    else "most hosts of the fleet fell silent at once"

@@ -3,7 +3,8 @@
 A daemon thread of ``site serve --control ADDR`` with its own database connections: it only
 reads the outbox (SQLite in WAL mode lets it read while the scheduler writes), so the scheduler
 never waits for it and works exactly as without it while the centre is away. It sends bounded
-batches (:data:`BATCH_EVENTS` events, about :data:`BATCH_BYTES`), always from the seq the
+batches (:data:`BATCH_EVENTS` events, about :data:`BATCH_BYTES`; while behind, it reads the next
+batch while the centre applies the last), always from the seq the
 centre last said it wants next: a gap or a duplicate answer simply moves it there, and a
 restarted site or centre resumes from the centre's word, never from a position of its own.
 While the centre does not answer it backs off, doubling up to :data:`BACKOFF_MAX_S`, with jitter
@@ -13,7 +14,6 @@ so that many sites coming back do not push in step. When idle it sends an empty 
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 import grpc
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.errors import InputError
 from protos import replication_pb2 as pb
@@ -72,6 +73,8 @@ class Shipper(threading.Thread):
         #: The seq the centre wants next; None until it said so.
         self.next_seq: int | None = None
         self._ahead_reported = False
+        #: The batch read while the previous one was in flight, by its first seq.
+        self._prefetched: dict[int, tuple[list[pb.OutboxEvent], int]] = {}
 
     def run(self) -> None:
         channel = grpc.insecure_channel(self.address)
@@ -85,6 +88,13 @@ class Shipper(threading.Thread):
                 except grpc.RpcError as exc:
                     failures += 1
                     self._wait_after(exc, failures)
+                    continue
+                except SQLAlchemyError as exc:  # the site's own database is away: the scheduler rides it out too
+                    failures += 1
+                    log.warning("the shipper cannot read the outbox (try %d): %s", failures,
+                                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                    self._prefetched.clear()
+                    self._stop_event.wait(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(failures - 1, 10)))
                     continue
                 if failures:
                     log.info("the control plane at %s answers again; pushing from seq %s", self.address,
@@ -102,7 +112,9 @@ class Shipper(threading.Thread):
         if self.next_seq is None:
             self._push(stub, [], self._head())
             return 0
-        events, head = self._read(self.next_seq)
+        prefetched = self._prefetched.pop(self.next_seq, None)
+        events, head = prefetched if prefetched is not None else self._read(self.next_seq)
+        self._prefetched.clear()
         if head < self.next_seq - 1 and not self._ahead_reported:
             log.error("the control plane has applied site %s's outbox up to seq %d, but the outbox ends at seq %d "
                       "(was the site database restored or replaced?); nothing more replicates until it reaches "
@@ -110,12 +122,18 @@ class Shipper(threading.Thread):
             self._ahead_reported = True
         if not events and not heartbeat:
             return None
-        self._push(stub, events, head)
+        self._push(stub, events, head, prefetch=len(events) == BATCH_EVENTS)
         return len(events)
 
-    def _push(self, stub: replication_pb2_grpc.ReplicationStub, events: list[pb.OutboxEvent], head: int) -> None:
-        ack = stub.PushOutbox(pb.OutboxBatch(site_id=self.site_id, events=events, site_head=head),
-                              timeout=PUSH_TIMEOUT_S, metadata=self._metadata)
+    def _push(self, stub: replication_pb2_grpc.ReplicationStub, events: list[pb.OutboxEvent], head: int,
+              prefetch: bool = False) -> None:
+        """Push one batch; with ``prefetch`` (a backlog), read the next batch while the centre applies this one."""
+        call = stub.PushOutbox.future(pb.OutboxBatch(site_id=self.site_id, events=events, site_head=head),
+                                      timeout=PUSH_TIMEOUT_S, metadata=self._metadata)
+        if prefetch:
+            following = events[-1].seq + 1
+            self._prefetched[following] = self._read(following)  # outbox rows never change: safe to keep
+        ack = call.result()
         if ack.result in (pb.PUSH_RESULT_GAP, pb.PUSH_RESULT_DUPLICATE):
             log.info("the control plane answered %s: it wants seq %d next (was pushing from %s)",
                      pb.PushResult.Name(ack.result), ack.next_seq, self.next_seq)
@@ -132,10 +150,12 @@ class Shipper(threading.Thread):
         table = OutboxRow.__table__
         with self.engine.connect() as connection:  # Core rows, not ORM objects: a backlog is read fast
             head = connection.execute(select(func.max(table.c.seq))).scalar() or 0
-            rows = connection.execute(select(table).where(table.c.seq >= first).order_by(table.c.seq)
-                                      .limit(BATCH_EVENTS))
+            # The row's JSON as stored: sent as it is, never decoded and encoded again here.
+            rows = connection.execute(select(table.c.seq, table.c.entity, table.c.key, table.c.op, table.c.tenant_id,
+                                             table.c.committed_at, cast(table.c.row, Text).label("row_json"))
+                                      .where(table.c.seq >= first).order_by(table.c.seq).limit(BATCH_EVENTS))
             for row in rows:
-                data = json.dumps(row.row, separators=(",", ":"), sort_keys=True, default=str).encode()
+                data = row.row_json.encode()
                 if events and size + len(data) > BATCH_BYTES:
                     break
                 size += len(data)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy.orm import Session
 
 from control_plane.database import migrate, open_engine, sqlite_url
 from control_plane.fleet import Fleet, Liveness
-from control_plane.health import Report, Seen, Telemetry, judge
+from control_plane.health import Report, ReportRejected, Seen, Telemetry, judge
 
 
 def hosts(site: str, count: int, last: float, prefix: str = "h") -> list[Seen]:
@@ -35,6 +36,16 @@ def test_most_hosts_of_a_site_silent_at_once_disconnect_the_site_and_no_host_goe
     assert sites["b"].state == "connected"
 
 
+def test_a_verdict_does_not_depend_on_the_order_hosts_are_judged_in() -> None:
+    # h1 fell silent long ago; h2 and h3 just now, together: they disconnect the site, h1 stays offline.
+    fleet = [Seen("a", "h1", 90.0, 1.0, "healthy"), *hosts("a", 2, 96.5, prefix="x")]
+    for order in (fleet, fleet[::-1]):
+        verdicts, sites = judge(order, {"a": 100.0}, now=100.0, site_timeout_s=30.0)
+        assert [verdicts[("a", name)].state for name in ("h1", "x0", "x1")] == ["offline", "disconnected",
+                                                                                 "disconnected"]
+        assert sites["a"].state == "disconnected"
+
+
 def test_a_site_not_heard_from_is_disconnected_and_a_degraded_host_keeps_its_reasons() -> None:
     fleet = [Seen("a", "h0", 100.0, 1.0, "degraded", ("disk /data 95% full",))]
     verdicts, sites = judge(fleet, {"a": 100.0, "quiet": 50.0}, now=100.5, site_timeout_s=10.0)
@@ -51,6 +62,10 @@ def test_reports_are_kept_latest_per_host_with_a_bounded_history(tmp_path: Path)
         now[0] = 1000.0 + 5 * step
         telemetry.record(Report("a", "h1", "degraded" if step == 39 else "healthy", agent_address="127.0.0.1:1",
                                 interval_s=5.0, reasons=("load high",) if step == 39 else (), load_1m=step))
+    for bad, field in ((Report("a", "h1", "sleepy"), "state"), (Report("a", "h1", "healthy", agent_address="h1"),
+                                                                 "agent_address")):
+        with pytest.raises(ReportRejected, match=f"{field}: value"):
+            telemetry.record(bad)
     with Session(engine) as session:
         fleet = Fleet(session, Liveness(interval_s=5.0), now=now[0] + 1)
         [host] = fleet.hosts()
