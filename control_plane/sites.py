@@ -2,8 +2,9 @@
 
 ``cinefleet control site add SITE`` makes a random token, stores its sha256 and prints it once;
 the site's shipper and its agents send it as ``authorization: Bearer TOKEN``. A call for a
-site id whose hash does not match is refused and written to ``push_refusals`` (the audit chain
-takes these rows over when it exists), naming the site the token belongs to when it is another's.
+site id whose hash does not match is refused and recorded in the hash-chained audit (kind
+``refused``), naming the site the token belongs to when it is another's; a token given or replaced
+is an audit row too (kind ``token``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from control_plane.audit import AuditLog, writing
 from control_plane.errors import ControlInputError, Refused
-from control_plane.tables import PushRefusalRow, SiteRow
+from control_plane.tables import SiteRow
 
 _SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -39,14 +41,18 @@ def add_site(engine: Engine, site_id: str, now: float | None = None) -> tuple[st
     check_site_id(site_id)
     token = secrets.token_urlsafe(32)
     now = time.time() if now is None else now
-    with Session(engine) as session, session.begin():
-        site = session.get(SiteRow, site_id)
-        replaced = site is not None and site.token_hash is not None
-        if site is None:
-            site = SiteRow(site_id=site_id, cursor=0, first_seen_at=now, site_head=0, applied_total=0,
-                           events_per_s=0.0)
-            session.add(site)
-        site.token_hash = token_hash(token)
+    with writing(engine) as connection:
+        with Session(bind=connection) as session:  # joins the write transaction: the row and its audit commit together
+            site = session.get(SiteRow, site_id)
+            replaced = site is not None and site.token_hash is not None
+            if site is None:
+                site = SiteRow(site_id=site_id, cursor=0, first_seen_at=now, site_head=0, applied_total=0,
+                               events_per_s=0.0)
+                session.add(site)
+            site.token_hash = token_hash(token)
+            session.flush()
+        AuditLog().append(connection, "cli", "token", f"site {site_id}", {"push_token": "replaced" if replaced
+                                                                          else "created"})
     return token, replaced
 
 
@@ -54,7 +60,7 @@ class Gate:
     """Decides whether a call's token speaks for the site id it claims; refusals are recorded."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        self.engine, self.audit = engine, AuditLog()
 
     def admit(self, site_id: str, token: str | None, method: str, peer: str) -> None:
         """Return if ``token`` is ``site_id``'s; else record the refusal and raise :class:`Refused`."""
@@ -69,7 +75,7 @@ class Gate:
                   else f"the token is site {owner}'s, not site {site_id}'s" if owner is not None
                   else f"site {site_id} has no token (cinefleet control site add {site_id})" if expected is None
                   else f"the token is not site {site_id}'s")
-        with Session(self.engine) as session, session.begin():
-            session.add(PushRefusalRow(at=time.time(), method=method, claimed_site_id=site_id[:64], peer=peer[:255],
-                                       reason=reason))
+        with writing(self.engine) as connection:
+            self.audit.append(connection, f"site {owner}" if owner is not None else "anonymous", "refused",
+                              f"{method} for site {site_id[:64]}", {"peer": peer[:255], "reason": reason})
         raise Refused(f"{method} for site {site_id!r} refused: {reason}")

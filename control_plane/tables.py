@@ -235,23 +235,6 @@ class HostSampleRow(Base):
     workers_busy: Mapped[int] = mapped_column(Integer)
 
 
-class PushRefusalRow(Base):
-    """A push or report refused for its identity (another site's id, a bad token); the audit chain takes these over."""
-
-    __tablename__ = "push_refusals"
-
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                    autoincrement=True)
-    at: Mapped[float] = mapped_column(Float, index=True)
-    method: Mapped[str] = mapped_column(String(32))
-    claimed_site_id: Mapped[str] = mapped_column(String(64))
-    peer: Mapped[str] = mapped_column(String(255))
-    reason: Mapped[str] = mapped_column(Text)
-
-
-# -- people, commands and the audit chain (migration 0003) ---------------------------------------
-
-
 class UserRow(Base):
     """A person (or program) who may use the centre: a role, and the tenants it is limited to (NULL: all)."""
 

@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from control_plane import audit
 from control_plane.fleet import Fleet, RunDetail
 from control_plane.sites import add_site
-from control_plane.tables import CostRow, PushRefusalRow
+from control_plane.tables import CostRow
 from control_plane.testing import Centre
 from protos import replication_pb2 as pb
 from protos import replication_pb2_grpc
@@ -125,6 +126,7 @@ def test_gaps_and_duplicates_get_the_seq_wanted_next_and_a_forged_push_is_refuse
     with Session(centre.engine) as session, centre.fleet() as fleet:
         cursors = {s.site_id: s.cursor for s in fleet.sites()}
         assert (cursors["s1"], cursors["s2"]) == (3, 0)
-        refusals = list(session.scalars(select(PushRefusalRow).order_by(PushRefusalRow.id)))
-        assert [(r.claimed_site_id, r.method) for r in refusals] == [("s2", "PushOutbox"), ("s1", "PushOutbox")]
-        assert refusals[1].reason == "no token"
+        refusals = audit.entries(session.connection(), kind="refused")
+        assert [(r.actor, r.subject) for r in refusals] == [("site s1", "PushOutbox for site s2"),
+                                                           ("anonymous", "PushOutbox for site s1")]
+        assert refusals[1].detail["reason"] == "no token"

@@ -184,20 +184,10 @@ def upgrade() -> None:
         sa.Column("workers_busy", sa.Integer, nullable=False),
     )
     op.create_index("ix_host_samples_host_time", "host_samples", ["site_id", "host", "received_at"])
-    op.create_table(
-        "push_refusals",
-        sa.Column("id", _ID, primary_key=True, autoincrement=True),
-        sa.Column("at", sa.Float, nullable=False),
-        sa.Column("method", sa.String(32), nullable=False),
-        sa.Column("claimed_site_id", sa.String(64), nullable=False),
-        sa.Column("peer", sa.String(255), nullable=False),
-        sa.Column("reason", sa.Text, nullable=False),
-    )
-    op.create_index("ix_push_refusals_at", "push_refusals", ["at"])
 
 
 def downgrade() -> None:
-    for table in ("push_refusals", "host_samples", "hosts", "costs", "artifacts", "site_hosts", "queues", "workers",
+    for table in ("host_samples", "hosts", "costs", "artifacts", "site_hosts", "queues", "workers",
                   "stages", "runs"):
         op.drop_table(table)
     with op.batch_alter_table("sites") as batch:
