@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,6 +87,30 @@ def test_runs_replicate_and_a_centre_outage_loses_and_doubles_nothing(tmp_path: 
             assert session.scalar(select(func.count()).select_from(CostRow)) == costs
             assert {r.run_id for r in fleet.runs(site_id="t1").items} == {first, *later}
 
+
+
+def test_a_site_killed_while_it_ships_a_backlog_resumes_from_the_centres_cursor(tmp_path: Path,
+                                                                                centre: Centre) -> None:
+    """kill -9 of the scheduler (and its shipper) while the centre applies a backlog of more than one batch:
+    the restarted site asks the centre where to resume, and every event is applied exactly once."""
+    with _site(tmp_path, centre, "t3") as site:
+        site.start_worker("w1")
+        centre.stop()
+        runs = [site.client.submit_probe(300) for _ in range(2)]  # ~4 events a stage: more than one batch
+        assert [site.wait(r, timeout=120)["status"] for r in runs] == ["completed"] * 2
+        centre.start()
+
+        def first_batch(fleet: Fleet) -> int:
+            return next((s.cursor for s in fleet.sites() if s.site_id == "t3" and s.cursor > 0), 0)
+
+        centre.wait_until(first_batch, "the first batch of the backlog applied", 60)
+        site.stop_scheduler(signal.SIGKILL)
+        site.start_scheduler()
+        centre.wait_until(lambda _fleet: _in_step(centre, site), "the centre to catch up with the restarted site", 90)
+        with centre.fleet() as fleet:
+            [view] = [s for s in fleet.sites() if s.site_id == "t3"]
+            assert view.applied_total == view.cursor > 2000  # no event applied twice, none skipped
+            assert {r.run_id for r in fleet.runs(site_id="t3").items} == set(runs)
 
 def _push(stub: replication_pb2_grpc.ReplicationStub, site_id: str, token: str, seqs: range) -> pb.PushAck:
     events = [pb.OutboxEvent(seq=seq, entity="queue", key=["cpu_queue"], op="upsert", tenant_id="-",
