@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
 
+from control_plane.database import migrate, open_engine, sqlite_url
 from control_plane.errors import NotFound
 from ops_agent import keys
 from ops_agent.testing import AgentProcess
@@ -102,3 +104,14 @@ def postgres_db(postgres: str) -> str:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
     return postgres.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """A fresh SQLite fleet database, migrated to head."""
+    opened = open_engine(sqlite_url(tmp_path / "fleet.db"))
+    migrate(opened)
+    try:
+        yield opened
+    finally:
+        opened.dispose()

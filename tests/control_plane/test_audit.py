@@ -4,7 +4,6 @@ attacker's hands), appends never fork under concurrency, and on PostgreSQL the t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,16 +29,6 @@ def key(tmp_path: Path) -> SigningKey:
     made.save(tmp_path / "signing-key.json")
     (tmp_path / "public-key.json").write_text(json.dumps(made.public_document()))
     return made
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    opened = open_engine(sqlite_url(tmp_path / "fleet.db"))
-    migrate(opened)
-    try:
-        yield opened
-    finally:
-        opened.dispose()
 
 
 def _fill(engine: Engine, log: AuditLog, rows: int) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from control_plane import audit
 from control_plane.commands import Commands
-from control_plane.database import migrate, open_engine, sqlite_url
+from control_plane.database import migrate, open_engine
 from control_plane.errors import Conflict, ControlInputError, Forbidden, NotFound
 from control_plane.people import People, Principal, Role
 from control_plane.signer import CommandSigner
@@ -45,16 +44,6 @@ def agent(command_agent: AgentProcess) -> AgentProcess:
 @pytest.fixture
 def key_folder(command_keys: Path) -> Path:
     return command_keys
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    opened = open_engine(sqlite_url(tmp_path / "fleet.db"))
-    migrate(opened)
-    try:
-        yield opened
-    finally:
-        opened.dispose()
 
 
 @dataclass

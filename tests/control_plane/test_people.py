@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,20 +13,10 @@ from typer.testing import CliRunner
 
 from cinefleet.cli import app
 from control_plane import audit
-from control_plane.database import migrate, open_engine, sqlite_url
+from control_plane.database import open_engine, sqlite_url
 from control_plane.errors import Conflict, ControlInputError, Forbidden, NotFound, Unauthenticated
 from control_plane.people import People, Principal, Role
 from control_plane.tables import TokenRow
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    opened = open_engine(sqlite_url(tmp_path / "fleet.db"))
-    migrate(opened)
-    try:
-        yield opened
-    finally:
-        opened.dispose()
 
 
 def _kinds(engine: Engine) -> list[tuple[str, str, str]]:
