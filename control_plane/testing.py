@@ -61,6 +61,8 @@ class Centre:
     #: A key folder (``cinefleet keys init``) the agents trust: given, a signer process is started with it.
     keys: Path | None = None
     approvals: tuple[str, ...] = ()
+    #: A ``cinefleet pki init`` folder: commands go to the agents over mTLS.
+    agent_tls_dir: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     signer: subprocess.Popen[bytes] | None = None
     address: str = ""
@@ -89,7 +91,8 @@ class Centre:
         http = self.url.removeprefix("http://") or "127.0.0.1:0"
         command = [sys.executable, "-m", "cinefleet", "control", "serve", *self._options(), "--grpc", listen,
                    "--http", http, "--interval", str(self.interval_s), "--site-timeout", str(self.site_timeout_s),
-                   *(f"--approval={a}" for a in self.approvals)]
+                   *(f"--approval={a}" for a in self.approvals),
+                   *(["--tls-dir", str(self.agent_tls_dir)] if self.agent_tls_dir else [])]
         with (self.logs / f"{self.name}.log").open("ab") as log:
             self.process = process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         info = _wait(lambda: self._started(process), f"{self.name} to serve", START_TIMEOUT_S)

@@ -1,6 +1,6 @@
 """The whole centre on real processes: ``control serve`` (ingest + API), ``control signer``, a site shipping its
-outbox, an agent reporting its host; an operator's commands go API → signer → the agent the fleet tables
-name → the site, and what the site did comes back through replication."""
+outbox, an agent reporting its host and serving mutual TLS; an operator's commands go API → signer → (mTLS)
+the agent the fleet tables name → the site, and what the site did comes back through replication."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typer.testing import CliRunner, Result
 from cinefleet.cli import app
 from control_plane.fleet_cli import TOKEN_ENV
 from control_plane.testing import Centre
-from ops_agent import keys
+from ops_agent import keys, pki
 from ops_agent.testing import AgentProcess
 from pipeline.testing import wait_for
 from site_scheduler.keys import QUEUES
@@ -50,7 +50,9 @@ class Fleet:
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     keys.init(tmp_path / "keys")
-    with Centre(data_dir=tmp_path / "centre", logs=tmp_path / "logs", interval_s=0.5, keys=tmp_path / "keys") as centre:
+    pki.init(tmp_path / "pki", [HOST])
+    with Centre(data_dir=tmp_path / "centre", logs=tmp_path / "logs", interval_s=0.5, keys=tmp_path / "keys",
+                agent_tls_dir=tmp_path / "pki") as centre:
         data_dir = tmp_path / "site"
         data_dir.mkdir(mode=0o700)
         centre.add_site(SITE_ID, data_dir / "control.token")
@@ -65,7 +67,8 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
                   options=["--control", centre.address]) as site:
             agent = AgentProcess(HOST, SITE_ID, data_dir, tmp_path / "agent", keys.KeyFolder(tmp_path / "keys").bundle,
                                  tmp_path / "logs" / "agent.log", workers=f"{WORKER}={','.join(QUEUES)}",
-                                 options=[*LOOSE, "--control", centre.address, "--report-interval", "0.5"])
+                                 options=[*LOOSE, "--control", centre.address, "--report-interval", "0.5"],
+                                 tls_dir=tmp_path / "pki")
             agent.start()
             try:
                 yield Fleet(centre, site, agent, token)
@@ -78,8 +81,8 @@ def _worker(fleet: Fleet) -> dict[str, Any] | None:
 
 
 def test_commands_through_the_centre_reach_the_worker_and_the_run_and_come_back_replicated(fleet: Fleet) -> None:
-    wait_for(lambda: any(h["host"] == HOST and h["state"] == "healthy" for h in fleet.listing("hosts")["hosts"]),
-             "the agent's host healthy at the centre", 60)
+    wait_for(lambda: any(h["host"] == HOST and h["state"] == "healthy" and h["agent_tls"]
+                         for h in fleet.listing("hosts")["hosts"]), "the agent's host healthy at the centre", 60)
     wait_for(lambda: (_worker(fleet) or {}).get("status") in ("idle", "active"), "the worker replicated", 60)
 
     # A drain: the centre picks the agent of the worker's host, the signer signs, the site drains
