@@ -6,10 +6,28 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.render import RenderRequest, render
 from pipeline.testing import pilot_project
+from tests.pipeline.conftest import require_espeak
 
 
 @pytest.fixture
 def pilot(tmp_path: Path) -> Path:
     """The pilot at test resolution, as a project file of its own."""
     return pilot_project(tmp_path / "pilot.json")
+
+
+@pytest.fixture(scope="session")
+def pilot_reference_sha256(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The sha256 of the pilot's episode as ``cinefleet render`` makes it in a fresh store.
+
+    Every site run of the pilot must give these bytes. The render is deterministic, so it is made
+    once per session (per xdist worker) rather than once per test: a dozen tests compared against
+    it, and each fresh render cost 10-20 s of the suite while proving nothing new.
+    """
+    require_espeak()
+    folder = tmp_path_factory.mktemp("pilot-reference")
+    result = render(RenderRequest(project=pilot_project(folder / "pilot.json"), out=folder / "out",
+                                  store=folder / "store"))
+    assert result.output is not None, result.blocked
+    return result.output.video.sha256
