@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -304,6 +305,14 @@ def _status(site: Site, name: str) -> str:
     return next((w["status"] for w in site.client.workers() if w["name"] == name), "missing")
 
 
+@pytest.fixture(scope="module")
+def idle_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A site that no test gives work or a worker: the refusals need no more, and one start serves them all."""
+    root = tmp_path_factory.mktemp("idle-site")
+    with Site(data_dir=root / "site", logs=root / "logs") as running:
+        yield running
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -315,17 +324,17 @@ def _status(site: Site, name: str) -> str:
         (("site", "drain-worker", "ghost", "--deadline", "-5"), "expected seconds between 0 and 604800"),
     ],
 )
-def test_controls_on_missing_things_are_refused(site: Site, args: tuple[str, ...], fragment: str) -> None:
-    result = site.cli(*args, check=False)
+def test_controls_on_missing_things_are_refused(idle_site: Site, args: tuple[str, ...], fragment: str) -> None:
+    result = idle_site.cli(*args, check=False)
     assert result.returncode == 4 and fragment in result.stderr
 
 
-def test_submit_refuses_bad_input_before_sending(site: Site, tmp_path: Path) -> None:
+def test_submit_refuses_bad_input_before_sending(idle_site: Site, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{ not json")
-    result = site.cli("submit", bad, check=False)
+    result = idle_site.cli("submit", bad, check=False)
     assert result.returncode == 2 and "malformed JSON" in result.stderr
-    assert site.client.runs() == []
+    assert idle_site.client.runs() == []
 
 
 def _first_running_shot(site: Site, run_id: str) -> dict[str, object] | None:
