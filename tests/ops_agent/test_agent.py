@@ -132,6 +132,12 @@ def agent(site: Site, kit: Kit, ffmpeg: Ffmpeg, tmp_path_factory: pytest.TempPat
     process.start()
     try:
         wait_for(lambda: _workers_up(site), "the supervised workers at the site")
+        # On a loaded machine (xdist beside other suites) a worker can take longer than the agent's
+        # startup grace to send its first heartbeat: the agent then says degraded until its hysteresis
+        # has seen enough good samples. The tests start from the verdict the host has once it is up.
+        with process.client() as client:
+            wait_for(lambda: client.get_health().state == telemetry.HOST_STATE_HEALTHY,
+                     "the agent to find its host healthy", timeout=60)
         yield process
     finally:
         process.close()

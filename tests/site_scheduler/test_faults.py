@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from pipeline.render import RenderRequest, render
 from pipeline.store import file_sha256
 from site_scheduler.testing import Site
 from site_scheduler.worker import descendants
@@ -26,12 +25,6 @@ from tests.pipeline.conftest import require_espeak
 
 #: Longer than redis-py's 5 s socket timeout: every client sees ``TimeoutError``, not ``ConnectionError``.
 STALL_S = 7
-
-
-def _render_hash(project: Path, tmp_path: Path) -> str:
-    result = render(RenderRequest(project=project, out=tmp_path / "render-out", store=tmp_path / "render-store"))
-    assert result.output is not None
-    return result.output.video.sha256
 
 
 def _running_shot(site: Site, run_id: str) -> dict[str, object] | None:
@@ -52,7 +45,8 @@ def _online(site: Site, names: set[str]) -> bool:
     return {w["name"] for w in site.client.workers() if w["status"] != "offline"} >= names
 
 
-def test_a_redis_stall_past_the_socket_timeout_is_ridden_out(site: Site, pilot: Path, tmp_path: Path) -> None:
+def test_a_redis_stall_past_the_socket_timeout_is_ridden_out(
+        site: Site, pilot: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
     site.start_worker("w1")
     site.start_worker("w2")
@@ -62,7 +56,7 @@ def test_a_redis_stall_past_the_socket_timeout_is_ridden_out(site: Site, pilot: 
         time.sleep(STALL_S)
     run = site.wait(run_id, timeout=240)
     assert run["status"] == "completed", run
-    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert file_sha256(Path(run["episode"])) == pilot_reference_sha256
     assert site.scheduler is not None and site.scheduler.poll() is None, "the scheduler never exited"
     for name, process in site.workers.items():
         assert process.poll() is None, f"worker {name} exited"
@@ -80,7 +74,8 @@ def _sqlite_path(site: Site) -> str:
     return url.removeprefix("sqlite:///")
 
 
-def test_a_database_write_lock_held_for_seconds_drops_no_result(site: Site, pilot: Path, tmp_path: Path) -> None:
+def test_a_database_write_lock_held_for_seconds_drops_no_result(
+        site: Site, pilot: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
     site.start_worker("w1")
     site.start_worker("w2")
@@ -101,13 +96,14 @@ def test_a_database_write_lock_held_for_seconds_drops_no_result(site: Site, pilo
         other.close()
     run = site.wait(run_id, timeout=240)
     assert run["status"] == "completed", run
-    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert file_sha256(Path(run["episode"])) == pilot_reference_sha256
     assert site.scheduler is not None and site.scheduler.poll() is None, "the scheduler never exited"
     health = site.client.redis.hgetall(site.client.keys.scheduler)
     assert health[b"status"] == b"ok", health
 
 
-def test_a_stage_left_running_on_an_idle_worker_can_be_retried(site: Site, pilot: Path, tmp_path: Path) -> None:
+def test_a_stage_left_running_on_an_idle_worker_can_be_retried(
+        site: Site, pilot: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
     site.start_worker("w1")
     run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
@@ -132,7 +128,7 @@ def test_a_stage_left_running_on_an_idle_worker_can_be_retried(site: Site, pilot
     run = site.wait(run_id, timeout=240)
     assert run["status"] == "completed", run
     assert site.stage(run_id, str(shot["stage_id"]))["status"] == "done"
-    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert file_sha256(Path(run["episode"])) == pilot_reference_sha256
 
 
 def test_a_worker_name_live_on_another_host_is_refused(site: Site) -> None:
@@ -225,9 +221,8 @@ def test_drains_host_marks_and_pauses_come_back_after_redis_loses_its_data(site:
 
 
 def test_cinefleet_render_on_a_full_disk_says_so_and_a_retry_after_freeing_space_matches(
-        pilot: Path, tmp_path: Path) -> None:
+        pilot: Path, tmp_path: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
-    reference = _render_hash(pilot, tmp_path)
     out = tmp_path / "out"
     with _small_volume(tmp_path / "volume", "1m") as volume:
         store = volume / "store"
@@ -240,7 +235,7 @@ def test_cinefleet_render_on_a_full_disk_says_so_and_a_retry_after_freeing_space
         subprocess.run(["mount", "-o", "remount,size=512m", str(volume)], check=True)  # space freed
         again = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
         assert again.returncode == 0, again.stderr
-    assert file_sha256(out / "episode.mp4") == reference
+    assert file_sha256(out / "episode.mp4") == pilot_reference_sha256
 
 
 
@@ -252,7 +247,7 @@ def _comm(pid: int) -> str:
 
 
 def test_a_worker_unseen_past_its_heartbeat_ttl_abandons_its_job_and_comes_back(
-        site: Site, pilot: Path, tmp_path: Path) -> None:
+        site: Site, pilot: Path, tmp_path: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
     from pipeline.media.ffmpeg import ffmpeg_path
 
@@ -275,13 +270,14 @@ def test_a_worker_unseen_past_its_heartbeat_ttl_abandons_its_job_and_comes_back(
         assert not Path(f"/proc/{hung}").exists() or _comm(hung) != "sleep", "the hung encode was killed"
     run = site.wait(run_id, timeout=240)
     assert run["status"] == "completed", run
-    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert file_sha256(Path(run["episode"])) == pilot_reference_sha256
     assert "abandoning" in (site.logs / "w1.log").read_text()
     site.wait_until(lambda: _online(site, {"w1"}), "w1 back online", timeout=30)
     assert worker.poll() is None
 
 
-def test_identical_runs_submitted_together_render_each_shot_once(site: Site, pilot: Path, tmp_path: Path) -> None:
+def test_identical_runs_submitted_together_render_each_shot_once(
+        site: Site, pilot: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
     site.start_worker("w1")
     site.start_worker("w2")
@@ -289,7 +285,7 @@ def test_identical_runs_submitted_together_render_each_shot_once(site: Site, pil
     runs = [site.wait(run_id, timeout=300) for run_id in run_ids]
     assert [run["status"] for run in runs] == ["completed", "completed"], runs
     episodes = {file_sha256(Path(run["episode"])) for run in runs}
-    assert episodes == {_render_hash(pilot, tmp_path)}
+    assert episodes == {pilot_reference_sha256}
     shots = [s for run in runs for s in run["stages"] if s["kind"] == "shot"]
     rendered = Counter(s["identity"] for s in shots if s["worker"] != "cache")
     assert rendered and set(rendered.values()) == {1}, rendered

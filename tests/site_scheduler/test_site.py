@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,6 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from pipeline.registry import DerivationRow
-from pipeline.render import RenderRequest, render
 from pipeline.store import file_sha256
 from site_scheduler import outbox
 from site_scheduler.database import migrate, open_engine
@@ -23,13 +23,8 @@ from site_scheduler.worker import descendants
 from tests.pipeline.conftest import require_espeak
 
 
-def _render_hash(project: Path, tmp_path: Path) -> str:
-    result = render(RenderRequest(project=project, out=tmp_path / "render-out", store=tmp_path / "render-store"))
-    assert result.output is not None
-    return result.output.video.sha256
-
-
-def test_a_run_on_two_workers_is_byte_identical_to_cinefleet_render(site: Site, pilot: Path, tmp_path: Path) -> None:
+def test_a_run_on_two_workers_is_byte_identical_to_cinefleet_render(
+        site: Site, pilot: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
     site.start_worker("w1")
     site.start_worker("w2")
@@ -37,7 +32,7 @@ def test_a_run_on_two_workers_is_byte_identical_to_cinefleet_render(site: Site, 
     run = json.loads(submitted.stdout)
     assert run["status"] == "completed", run
     episode = Path(run["episode"])
-    assert file_sha256(episode) == _render_hash(pilot, tmp_path)
+    assert file_sha256(episode) == pilot_reference_sha256
     stages = run["stages"]
     assert {s["status"] for s in stages} == {"done"}
     assert {s["worker"] for s in stages if s["kind"] == "shot"} == {"w1", "w2"}, "shots ran on both workers"
@@ -156,7 +151,8 @@ def _ffmpeg_children(pid: int) -> list[str]:
     return [name for name in names if "ffmpeg" in name]
 
 
-def test_retry_of_a_failed_stage_completes_the_run(site: Site, pilot: Path, tmp_path: Path) -> None:
+def test_retry_of_a_failed_stage_completes_the_run(
+        site: Site, pilot: Path, tmp_path: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
     from pipeline.media.ffmpeg import ffmpeg_path
 
@@ -186,7 +182,7 @@ def test_retry_of_a_failed_stage_completes_the_run(site: Site, pilot: Path, tmp_
     assert run["status"] == "completed"
     retried = site.stage(run_id, failed[0]["stage_id"])
     assert retried["identity"] == identity and retried["attempts"] == 2
-    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert file_sha256(Path(run["episode"])) == pilot_reference_sha256
 
 
 def _hanging_ffmpeg(tmp_path: Path) -> tuple[Path, Path]:
@@ -213,7 +209,8 @@ def _hung_stage(site: Site, run_id: str, worker: str) -> dict[str, object]:
                            f"a stage to hang on {worker}", timeout=90)
 
 
-def test_drain_deadline_requeues_the_job_in_flight_on_another_worker(site: Site, pilot: Path, tmp_path: Path) -> None:
+def test_drain_deadline_requeues_the_job_in_flight_on_another_worker(
+        site: Site, pilot: Path, tmp_path: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
     wrapper, marker = _hanging_ffmpeg(tmp_path)
     site.start_worker("w1", env={"CINEFLEET_FFMPEG": str(wrapper)})
@@ -236,7 +233,7 @@ def test_drain_deadline_requeues_the_job_in_flight_on_another_worker(site: Site,
     stage = site.stage(run_id, str(hung["stage_id"]))
     assert stage["worker"] == "w2" and stage["attempts"] == 2
     assert "drain deadline passed" in stage["error"]
-    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert file_sha256(Path(run["episode"])) == pilot_reference_sha256
 
 
 def test_a_run_that_cannot_publish_fails_and_the_site_goes_on(site: Site, pilot: Path, tmp_path: Path) -> None:
@@ -251,7 +248,8 @@ def test_a_run_that_cannot_publish_fails_and_the_site_goes_on(site: Site, pilot:
     assert site.wait(site.client.submit_probe(3), timeout=60)["status"] == "completed"
 
 
-def test_restart_worker_gives_a_fresh_process_and_loses_nothing(site: Site, pilot: Path, tmp_path: Path) -> None:
+def test_restart_worker_gives_a_fresh_process_and_loses_nothing(
+        site: Site, pilot: Path, tmp_path: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
     wrapper, marker = _hanging_ffmpeg(tmp_path)
     site.start_worker("w1", env={"CINEFLEET_FFMPEG": str(wrapper)})
@@ -272,7 +270,7 @@ def test_restart_worker_gives_a_fresh_process_and_loses_nothing(site: Site, pilo
     stage = site.stage(run_id, str(hung["stage_id"]))
     assert stage["attempts"] == 2 and stage["status"] == "done"
     site.wait_until(lambda: _status(site, "w1") == "idle", "w1 to take work again")
-    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert file_sha256(Path(run["episode"])) == pilot_reference_sha256
 
 
 def _sleeping_children(pid: int) -> list[int]:
@@ -307,6 +305,14 @@ def _status(site: Site, name: str) -> str:
     return next((w["status"] for w in site.client.workers() if w["name"] == name), "missing")
 
 
+@pytest.fixture(scope="module")
+def idle_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A site that no test gives work or a worker: the refusals need no more, and one start serves them all."""
+    root = tmp_path_factory.mktemp("idle-site")
+    with Site(data_dir=root / "site", logs=root / "logs") as running:
+        yield running
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -318,17 +324,17 @@ def _status(site: Site, name: str) -> str:
         (("site", "drain-worker", "ghost", "--deadline", "-5"), "expected seconds between 0 and 604800"),
     ],
 )
-def test_controls_on_missing_things_are_refused(site: Site, args: tuple[str, ...], fragment: str) -> None:
-    result = site.cli(*args, check=False)
+def test_controls_on_missing_things_are_refused(idle_site: Site, args: tuple[str, ...], fragment: str) -> None:
+    result = idle_site.cli(*args, check=False)
     assert result.returncode == 4 and fragment in result.stderr
 
 
-def test_submit_refuses_bad_input_before_sending(site: Site, tmp_path: Path) -> None:
+def test_submit_refuses_bad_input_before_sending(idle_site: Site, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{ not json")
-    result = site.cli("submit", bad, check=False)
+    result = idle_site.cli("submit", bad, check=False)
     assert result.returncode == 2 and "malformed JSON" in result.stderr
-    assert site.client.runs() == []
+    assert idle_site.client.runs() == []
 
 
 def _first_running_shot(site: Site, run_id: str) -> dict[str, object] | None:
@@ -345,7 +351,7 @@ def _shot_rows(site: Site) -> list[tuple[str, str]]:
     return rows
 
 
-def test_a_worker_killed_mid_shot_loses_nothing(site: Site, pilot: Path, tmp_path: Path) -> None:
+def test_a_worker_killed_mid_shot_loses_nothing(site: Site, pilot: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
     site.start_worker("w1")
     site.start_worker("w2")
@@ -354,7 +360,7 @@ def test_a_worker_killed_mid_shot_loses_nothing(site: Site, pilot: Path, tmp_pat
     site.kill_worker(str(shot["worker"]))  # kill -9, with its ffmpeg
     run = site.wait(run_id, timeout=240)
     assert run["status"] == "completed", run
-    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert file_sha256(Path(run["episode"])) == pilot_reference_sha256
     shots = [s for s in run["stages"] if s["kind"] == "shot"]
     rows = _shot_rows(site)
     assert len(rows) == len(set(rows)) == len(shots), "one registry row per shot clip, none twice"
@@ -373,7 +379,8 @@ def test_a_worker_killed_mid_shot_loses_nothing(site: Site, pilot: Path, tmp_pat
     assert state.gate(stale.model_copy(update={"attempt": 2}), "cpu_queue") is None
 
 
-def test_restarting_the_scheduler_mid_run_completes_the_run(site: Site, pilot: Path, tmp_path: Path) -> None:
+def test_restarting_the_scheduler_mid_run_completes_the_run(
+        site: Site, pilot: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
     site.start_worker("w1")
     run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
@@ -384,12 +391,12 @@ def test_restarting_the_scheduler_mid_run_completes_the_run(site: Site, pilot: P
     site.start_scheduler()
     run = site.wait(run_id, timeout=240)
     assert run["status"] == "completed", run
-    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert file_sha256(Path(run["episode"])) == pilot_reference_sha256
     rows = _shot_rows(site)
     assert len(rows) == len(set(rows))
 
 
-def test_restarting_redis_mid_run_completes_the_run(site: Site, pilot: Path, tmp_path: Path) -> None:
+def test_restarting_redis_mid_run_completes_the_run(site: Site, pilot: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
     site.start_worker("w1")
     run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
@@ -403,7 +410,7 @@ def test_restarting_redis_mid_run_completes_the_run(site: Site, pilot: Path, tmp
     os.kill(redis_pid, signal.SIGKILL)
     run = site.wait(run_id, timeout=240)
     assert run["status"] == "completed", run
-    assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+    assert file_sha256(Path(run["episode"])) == pilot_reference_sha256
 
 
 def _cmdline(proc: Path) -> str:
@@ -413,7 +420,8 @@ def _cmdline(proc: Path) -> str:
         return ""
 
 
-def test_a_site_on_postgresql_renders_the_same_episode(tmp_path: Path, pilot: Path) -> None:
+def test_a_site_on_postgresql_renders_the_same_episode(
+        tmp_path: Path, pilot: Path, pilot_reference_sha256: str) -> None:
     """The same site on a real PostgreSQL server (``--db-url``): migrations, outbox, registry."""
     require_espeak()
     from site_scheduler.testing import Site
@@ -428,7 +436,7 @@ def test_a_site_on_postgresql_renders_the_same_episode(tmp_path: Path, pilot: Pa
             pg_site.start_worker("w1")
             run = json.loads(pg_site.cli("submit", pilot, "--wait", "--json").stdout)
             assert run["status"] == "completed", run
-            assert file_sha256(Path(run["episode"])) == _render_hash(pilot, tmp_path)
+            assert file_sha256(Path(run["episode"])) == pilot_reference_sha256
             seqs = [json.loads(line)["seq"] for line in pg_site.cli("site", "outbox").stdout.splitlines()]
             assert seqs == list(range(1, len(seqs) + 1))
             assert pg_site.client.endpoints.db_url == url
