@@ -31,7 +31,9 @@ def sqlite_url(path: Path) -> str:
 
 
 def open_engine(url: str) -> Engine:
-    engine = create_engine(url)
+    # pre-ping: a pooled connection a database restart cut is replaced on checkout, so the first call
+    # after the restart succeeds instead of failing once on a dead socket.
+    engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", sqlite_pragmas)
     return engine

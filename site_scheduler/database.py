@@ -16,7 +16,9 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def open_engine(url: str) -> Engine:
-    engine = create_engine(url)
+    # pre-ping: a pooled connection a database restart cut is replaced on checkout, so the first call
+    # after the restart succeeds instead of failing once on a dead socket.
+    engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", sqlite_pragmas)
     return engine

@@ -22,6 +22,10 @@ def _binaries() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
+#: Running clusters by URL: what :func:`restart` needs to stop and start one on the same port.
+_RUNNING: dict[str, list[str]] = {}
+
+
 @contextmanager
 def postgres_cluster() -> Iterator[str]:
     """Yield a SQLAlchemy URL to a fresh cluster; fails in CI when PostgreSQL is missing."""
@@ -39,12 +43,23 @@ def postgres_cluster() -> Iterator[str]:
     try:
         subprocess.run([*as_postgres, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "cinefleet",
                         "--no-sync"], check=True, capture_output=True, timeout=120)
-        subprocess.run([*as_postgres, str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w",
-                        "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                       check=True, capture_output=True, timeout=120)
-        yield f"postgresql+psycopg://cinefleet@127.0.0.1:{port}/postgres"
+        control = [*as_postgres, str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w",
+                   "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"]
+        subprocess.run([*control, "start"], check=True, capture_output=True, timeout=120)
+        url = f"postgresql+psycopg://cinefleet@127.0.0.1:{port}/postgres"
+        _RUNNING[url] = control
+        yield url
     finally:
         subprocess.run([*as_postgres, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True, timeout=60, check=False)
         time.sleep(0.1)
+        _RUNNING.pop(f"postgresql+psycopg://cinefleet@127.0.0.1:{port}/postgres", None)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def restart(url: str, down_s: float) -> None:
+    """Stop the cluster at ``url`` (fast shutdown: every connection is cut), wait ``down_s``, start it again."""
+    control = _RUNNING[url]
+    subprocess.run([*control, "-m", "fast", "stop"], check=True, capture_output=True, timeout=120)
+    time.sleep(down_s)
+    subprocess.run([*control, "start"], check=True, capture_output=True, timeout=120)
