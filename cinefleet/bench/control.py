@@ -15,6 +15,16 @@
    (goal p99 ≤ 2 s). Then catch-up: one site with a ``backlog`` of events written while no
    centre listened, shipped from zero: events/s, and the time a 1,000,000-event backlog would
    take at that rate (goal ≤ 60 s).
+3. ``command``: an operator's command through the centre, API → signer → agent → site → result:
+   ``commands`` (100 by default) drain-worker / undrain-worker of a real idle worker, each a
+   ``POST /api/v1/commands`` over HTTP that answers once the agent has answered. Interleaved with
+   them, the same commands straight to the agent (``AgentClient.execute`` with the key, what
+   ``cinefleet ops`` does), so the centre's overhead is measured in the same run on the same load.
+   Printed: p50/p99 of each (goal p99 ≤ 50 ms through the centre), the difference and the ratio.
+4. ``runs``: ``GET /api/v1/runs`` over HTTP with ``runs`` rows (100,000 by default) in the fleet
+   database (SQLite), spread over 20 sites, 40 tenants of skewed size, six statuses and 90 days:
+   the first page, a status filter, a tenant filter, a user limited to two tenants, and a deep
+   keyset page (following ``next`` 50 pages). Printed: p95 of each (goal ≤ 150 ms).
 
 Everything runs on this machine's cores at once (clients, shippers, centre); the figures are
 what one centre process does here, not what a fleet's network would add.
@@ -23,6 +33,7 @@ what one centre process does here, not what a fleet's network would add.
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
 import statistics
@@ -32,23 +43,30 @@ import time
 from pathlib import Path
 
 import grpc
-from sqlalchemy import select
+import httpx
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from control_plane.fleet import Fleet, Liveness
+from control_plane.people import People
 from control_plane.sites import add_site
-from control_plane.tables import SiteRow
+from control_plane.tables import RunRow, SiteRow
 from control_plane.testing import Centre
+from ops_agent import keys
+from ops_agent.client import AgentClient
+from ops_agent.testing import AgentProcess
 from pipeline.testing import wait_for
+from protos import ops_agent_pb2, replication_pb2_grpc, telemetry_pb2
 from protos import replication_pb2 as pb
-from protos import replication_pb2_grpc, telemetry_pb2
 from site_scheduler import outbox
 from site_scheduler.database import migrate as migrate_site
 from site_scheduler.database import open_engine as open_site_engine
+from site_scheduler.keys import QUEUES
 from site_scheduler.shipper import Shipper
+from site_scheduler.testing import Site
 
-PARTS = ("ingest", "replication")
+PARTS = ("ingest", "replication", "command", "runs")
 INTERVAL_S = 5.0
 SITES = 20
 #: Reports in flight at once from the bench's client, at most.
@@ -241,8 +259,176 @@ def bench_replication(folder: Path, rate: int, seconds: float, backlog: int) -> 
     return {"lag_p50_s": statistics.median(lags), "lag_p99_s": _percentile(lags, 0.99), "catchup_per_s": per_s}
 
 
+#: The command part's site, host and worker; the worker takes every queue, so it is a real idle worker.
+COMMAND_SITE, COMMAND_HOST, COMMAND_WORKER = "bench", "bench-host", "w1"
+#: Loose health thresholds for the command part's agent: a loaded machine must not make its host unhealthy.
+LOOSE = ["--load-per-cpu", "1000", "--memory-high", "1.0", "--disk-high-water", "1.0"]
+#: Commands through each path before the timed ones: connections, caches, the signer's first key load.
+COMMAND_WARMUP = 6
+
+
+def _ms(samples: list[float], q: float) -> float:
+    return _percentile(samples, q) * 1000
+
+
+def bench_command(folder: Path, commands: int) -> dict[str, float]:
+    """p50/p99 of a command through the centre (HTTP API, signer, agent, site) and straight to the agent.
+
+    The two paths take turns in the order centre-drain, agent-undrain, agent-drain, centre-undrain,
+    so each path sends as many drains as undrains and every command changes the worker's state.
+    """
+    key_dir, data, state = folder / "keys-command", folder / "site-command", folder / "agent-command"
+    for old in (key_dir, data, state, folder / "centre-command"):
+        shutil.rmtree(old, ignore_errors=True)
+    key = keys.init(key_dir)[0]
+    data.mkdir(parents=True, mode=0o700)
+    with Centre(folder / "centre-command", folder / "logs", interval_s=0.5, keys=key_dir) as centre:
+        centre.add_site(COMMAND_SITE, data / "control.token")
+        people = People(centre.engine)
+        people.add_user("bench", "operator")
+        token = people.create_token("bench").token
+        with Site(data_dir=data, logs=folder / "logs", site_id=COMMAND_SITE, options=["--control", centre.address]):
+            agent = AgentProcess(COMMAND_HOST, COMMAND_SITE, data, state, keys.KeyFolder(key_dir).bundle,
+                                 folder / "logs" / "agent-command.log", workers=f"{COMMAND_WORKER}={','.join(QUEUES)}",
+                                 options=[*LOOSE, "--control", centre.address, "--report-interval", "0.5"])
+            agent.start()
+            try:
+                centre.wait_until(lambda fleet: any(h.host == COMMAND_HOST and h.state == "healthy"
+                                                    for h in fleet.hosts()), "the agent's host healthy", 60)
+                centre.wait_until(lambda fleet: any(w.name == COMMAND_WORKER for w in fleet.workers()),
+                                  "the worker replicated to the centre", 60)
+                with httpx.Client(base_url=centre.url, headers={"Authorization": f"Bearer {token}"},
+                                  timeout=30) as api, AgentClient(agent.address) as direct:
+
+                    def via_centre(action: str) -> None:
+                        answer = api.post("/api/v1/commands", json={"site": COMMAND_SITE, "action": action,
+                                                                    "target": [COMMAND_WORKER]})
+                        if answer.status_code != 201 or answer.json()["status"] != "succeeded":
+                            raise AssertionError(f"{action} through the centre: {answer.status_code} {answer.text}")
+
+                    def via_agent(action: str) -> None:
+                        result = direct.execute(action, COMMAND_WORKER, key, COMMAND_HOST, COMMAND_SITE, actor="bench")
+                        if result.outcome != ops_agent_pb2.OUTCOME_EXECUTED:
+                            raise AssertionError(f"{action} straight to the agent: {result}")
+
+                    order = ((via_centre, "drain-worker"), (via_agent, "undrain-worker"),
+                             (via_agent, "drain-worker"), (via_centre, "undrain-worker"))
+                    timed: dict[object, list[float]] = {via_centre: [], via_agent: []}
+                    load_before = os.getloadavg()[0]
+                    for i in range(2 * COMMAND_WARMUP + 2 * commands):
+                        path, action = order[i % len(order)]
+                        began = time.perf_counter()
+                        path(action)
+                        if i >= 2 * COMMAND_WARMUP:
+                            timed[path].append(time.perf_counter() - began)
+                    load = (load_before + os.getloadavg()[0]) / 2
+            finally:
+                agent.close()
+    centre_s, agent_s = timed[via_centre], timed[via_agent]
+    figures = {"command_p50_ms": _ms(centre_s, 0.5), "command_p99_ms": _ms(centre_s, 0.99),
+               "command_direct_p50_ms": _ms(agent_s, 0.5), "command_direct_p99_ms": _ms(agent_s, 0.99)}
+    print(f"command via the centre (API -> signer -> agent -> site -> result), {len(centre_s)} drain/undrain-worker: "
+          f"p50 {figures['command_p50_ms']:.1f} ms, p99 {figures['command_p99_ms']:.1f} ms (goal p99 <= 50 ms; "
+          f"ratio {figures['command_p99_ms'] / 50:.2f}); load average {load:.1f}")
+    print(f"the same straight to the agent (cinefleet ops), {len(agent_s)} commands: "
+          f"p50 {figures['command_direct_p50_ms']:.1f} ms, p99 {figures['command_direct_p99_ms']:.1f} ms; the centre "
+          f"adds p50 {figures['command_p50_ms'] - figures['command_direct_p50_ms']:+.1f} ms "
+          f"(x{figures['command_p50_ms'] / figures['command_direct_p50_ms']:.2f}), "
+          f"p99 {figures['command_p99_ms'] - figures['command_direct_p99_ms']:+.1f} ms "
+          f"(x{figures['command_p99_ms'] / figures['command_direct_p99_ms']:.2f})")
+    return figures
+
+
+#: Run statuses and their share of a fleet's runs (most are finished).
+RUN_STATUSES = {"completed": 0.80, "failed": 0.06, "cancelled": 0.04, "blocked": 0.01, "running": 0.04,
+                "queued": 0.05}
+TENANTS = 40
+RUN_DAYS = 90
+#: Requests timed per query of the runs list; pages followed for the deep keyset page.
+RUNS_REPEAT, DEEP_PAGES = 30, 50
+RUNS_BATCH = 10_000
+
+
+def _fill_runs(engine: Engine, count: int, now: float) -> None:
+    """``count`` runs over 20 sites and 40 tenants (tenant k weighs 1/(k+1)), six statuses, 90 days."""
+    rng = random.Random(10)
+    tenants = [f"tenant{k:02d}" for k in range(TENANTS)]
+    weights = [1 / (k + 1) for k in range(TENANTS)]
+    statuses, shares = list(RUN_STATUSES), list(RUN_STATUSES.values())
+    table = RunRow.__table__
+    for first in range(0, count, RUNS_BATCH):
+        rows = []
+        for n in range(first, min(count, first + RUNS_BATCH)):
+            submitted = now - rng.random() * RUN_DAYS * 86_400
+            status = rng.choices(statuses, shares)[0]
+            finished = submitted + rng.uniform(60, 7200) if status in ("completed", "failed", "cancelled",
+                                                                         "blocked") else None
+            project = f"{rng.randrange(500):064x}"
+            rows.append({"site_id": f"site{n % SITES:02d}", "run_id": f"run{n:07d}",
+                         "tenant_id": rng.choices(tenants, weights)[0], "project_path": f"projects/{project[-6:]}.yaml",
+                         "project_hash": project, "out_dir": f"out/run{n:07d}", "status": status,
+                         "detail": "" if status != "failed" else "stage shot failed", "episode": None,
+                         "submitted_seq": n, "submitted_at": submitted, "finished_at": finished,
+                         "replicated_seq": n, "updated_at": finished or submitted})
+        with engine.begin() as connection:
+            connection.execute(insert(table), rows)
+
+
+def bench_runs(folder: Path, count: int) -> dict[str, float]:
+    """p95 of ``GET /api/v1/runs`` for five kinds of query, over HTTP, with ``count`` runs in the fleet database."""
+    shutil.rmtree(folder / "centre-runs", ignore_errors=True)
+    with Centre(folder / "centre-runs", folder / "logs") as centre:
+        began = time.perf_counter()
+        _fill_runs(centre.engine, count, time.time())
+        fill_s = time.perf_counter() - began
+        people = People(centre.engine)
+        people.add_user("viewer", "viewer")
+        people.add_user("limited", "viewer", ["tenant03", "tenant07"])
+        tokens = {name: people.create_token(name).token for name in ("viewer", "limited")}
+        queries = {"first": ("first page", "viewer", {}),
+                   "status": ("status filter (failed)", "viewer", {"status": "failed"}),
+                   "tenant": ("tenant filter (tenant05)", "viewer", {"tenant": "tenant05"}),
+                   "limited": ("user of 2 tenants (tenant03, tenant07)", "limited", {})}
+        with httpx.Client(base_url=centre.url, timeout=60) as api:
+
+            def page(user: str, params: dict[str, str]) -> dict[str, object]:
+                answer = api.get("/api/v1/runs", params=params, headers={"Authorization": f"Bearer {tokens[user]}"})
+                if answer.status_code != 200:
+                    raise AssertionError(f"GET /api/v1/runs {params}: {answer.status_code} {answer.text}")
+                body: dict[str, object] = answer.json()
+                return body
+
+            p95: dict[str, float] = {}
+            labels = {key: label for key, (label, _, _) in queries.items()}
+            for key, (_, user, params) in queries.items():
+                page(user, params)  # warm-up: the connection, SQLite's page cache
+                samples = []
+                for _ in range(RUNS_REPEAT):
+                    start = time.perf_counter()
+                    page(user, params)
+                    samples.append(time.perf_counter() - start)
+                p95[key] = _ms(samples, 0.95)
+            samples, after, followed = [], None, 0
+            while followed < DEEP_PAGES:
+                start = time.perf_counter()
+                body = page("viewer", {"after": after} if after else {})
+                samples.append(time.perf_counter() - start)
+                followed += 1
+                if not isinstance(body["next"], str):
+                    break
+                after = body["next"]
+            p95["deep"] = _ms(samples, 0.95)
+            labels["deep"] = f"keyset pages 1 to {followed}, following next"
+    print(f"runs list, {count:,} runs in the fleet database (filled in {fill_s:.1f} s), GET /api/v1/runs p95 over "
+          f"{RUNS_REPEAT} requests each (goal <= 150 ms):")
+    for key, value in p95.items():
+        print(f"  {labels[key]}: {value:.1f} ms (ratio {value / 150:.2f})")
+    return {**{f"runs_{key}_p95_ms": value for key, value in p95.items()}, "runs_deep_pages": followed}
+
+
 def run_benchmark(workdir: Path | None = None, hosts: int = 10_000, seconds: float = 20.0, rate: int = 500,
-                  backlog: int = 100_000, parts: tuple[str, ...] = PARTS) -> dict[str, float]:
+                  backlog: int = 100_000, commands: int = 100, runs: int = 100_000,
+                  parts: tuple[str, ...] = PARTS) -> dict[str, float]:
     own = workdir is None
     folder = Path(tempfile.mkdtemp(prefix="cinefleet-bench-control-")) if own else workdir
     assert folder is not None
@@ -252,6 +438,10 @@ def run_benchmark(workdir: Path | None = None, hosts: int = 10_000, seconds: flo
             figures |= bench_ingest(folder, hosts, seconds)
         if "replication" in parts:
             figures |= bench_replication(folder, rate, seconds, backlog)
+        if "command" in parts:
+            figures |= bench_command(folder, commands)
+        if "runs" in parts:
+            figures |= bench_runs(folder, runs)
     finally:
         if own:
             shutil.rmtree(folder, ignore_errors=True)
