@@ -357,19 +357,22 @@ def bench_control(
     seconds: Annotated[float, typer.Option(help="Seconds each steady load is held.")] = 20.0,
     rate: Annotated[int, typer.Option(help="Outbox events per second of each of the 4 sites.")] = 500,
     backlog: Annotated[int, typer.Option(help="Events of the backlog caught up.")] = 100_000,
-    parts: Annotated[str, typer.Option(help="Comma-separated parts to run: ingest, replication.")] =
-    "ingest,replication",
+    commands: Annotated[int, typer.Option(help="Commands timed through the centre, and as many to the agent.")] = 100,
+    runs: Annotated[int, typer.Option(help="Runs in the fleet database for the runs list.")] = 100_000,
+    parts: Annotated[str, typer.Option(help="Comma-separated parts to run: ingest, replication, command, runs.")] =
+    "ingest,replication,command,runs",
 ) -> None:
-    """The centre's ingest: telemetry reports/s and latency, host offline time, replication lag and catch-up."""
+    """The centre: telemetry ingest, host offline time, replication lag and catch-up, commands, the runs list."""
     module = _bench_module("control")
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
     if not chosen or set(chosen) - set(module.PARTS):
         raise _fail(EXIT_INPUT, f"--parts: value {parts!r}: expected a comma-separated subset of "
                                 f"{', '.join(module.PARTS)}")
-    if hosts < 2 or seconds <= 0 or rate < 1 or backlog < 1:
-        raise _fail(EXIT_INPUT, f"--hosts {hosts}, --seconds {seconds}, --rate {rate}, --backlog {backlog}: expected "
-                                "at least 2 hosts and positive numbers")
-    module.run_benchmark(workdir=workdir, hosts=hosts, seconds=seconds, rate=rate, backlog=backlog, parts=chosen)
+    if hosts < 2 or seconds <= 0 or rate < 1 or backlog < 1 or commands < 1 or runs < 1:
+        raise _fail(EXIT_INPUT, f"--hosts {hosts}, --seconds {seconds}, --rate {rate}, --backlog {backlog}, "
+                                f"--commands {commands}, --runs {runs}: expected at least 2 hosts and positive numbers")
+    module.run_benchmark(workdir=workdir, hosts=hosts, seconds=seconds, rate=rate, backlog=backlog, commands=commands,
+                         runs=runs, parts=chosen)
 
 
 def _bench_module(name: str) -> ModuleType:
