@@ -15,9 +15,8 @@ import re
 import secrets
 import time
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
 from control_plane.audit import AuditLog, writing
 from control_plane.errors import ControlInputError, Refused
@@ -41,16 +40,15 @@ def add_site(engine: Engine, site_id: str, now: float | None = None) -> tuple[st
     check_site_id(site_id)
     token = secrets.token_urlsafe(32)
     now = time.time() if now is None else now
-    with writing(engine) as connection:
-        with Session(bind=connection) as session:  # joins the write transaction: the row and its audit commit together
-            site = session.get(SiteRow, site_id)
-            replaced = site is not None and site.token_hash is not None
-            if site is None:
-                site = SiteRow(site_id=site_id, cursor=0, first_seen_at=now, site_head=0, applied_total=0,
-                               events_per_s=0.0)
-                session.add(site)
-            site.token_hash = token_hash(token)
-            session.flush()
+    sites = SiteRow.__table__
+    with writing(engine) as connection:  # the token and its audit row commit together
+        held = connection.execute(select(sites.c.token_hash).where(sites.c.site_id == site_id)).first()
+        replaced = held is not None and held.token_hash is not None
+        if held is None:
+            connection.execute(insert(sites).values(site_id=site_id, cursor=0, first_seen_at=now, site_head=0,
+                                                    applied_total=0, events_per_s=0.0, token_hash=token_hash(token)))
+        else:
+            connection.execute(update(sites).where(sites.c.site_id == site_id).values(token_hash=token_hash(token)))
         AuditLog().append(connection, "cli", "token", f"site {site_id}", {"push_token": "replaced" if replaced
                                                                           else "created"})
     return token, replaced
