@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -151,15 +152,15 @@ def test_error_pages_are_html_and_the_api_keeps_json(dash: Dash) -> None:
     assert "default-src 'self'" in browser.get("/").headers["content-security-policy"]
 
 
-def test_an_unreachable_database_is_a_503_page(tmp_path: pytest.TempPathFactory) -> None:
-    folder = tmp_path / "db"  # type: ignore[operator]
+def test_an_unreachable_database_is_a_503_page(tmp_path: Path) -> None:
+    folder = tmp_path / "db"
     folder.mkdir()
     engine: Engine = open_engine(sqlite_url(folder / "fleet.db"))
     migrate(engine)
     people = People(engine)
     people.add_user("ann", "viewer")
     token = people.create_token("ann").token
-    app = create_app(engine, people, Commands(engine, FleetDirectory(engine), SignerClient(tmp_path / "s.sock")))  # type: ignore[operator]
+    app = create_app(engine, people, Commands(engine, FleetDirectory(engine), SignerClient(tmp_path / "s.sock")))
     try:
         with serving(app) as url, httpx.Client(base_url=url, timeout=30) as browser:
             assert sign_in(browser, token).status_code == 303
