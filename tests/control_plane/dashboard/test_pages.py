@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from control_plane.api import create_app
 from control_plane.commands import Commands
+from control_plane.dashboard.pages import MAX_ROWS
 from control_plane.database import migrate, open_engine, sqlite_url
 from control_plane.directory import FleetDirectory
 from control_plane.people import People
@@ -178,3 +179,20 @@ def test_an_unreachable_database_is_a_503_page(tmp_path: Path) -> None:
                 _no_traceback(page)
     finally:
         engine.dispose()
+
+
+def test_workers_and_hosts_pages_filter_and_bound_their_rows(populated: Dash) -> None:
+    writer = FleetWriter(populated.engine)
+    writer.push(*(("worker", (f"wx{n:03}",), {"name": f"wx{n:03}", "host": "h2", "pid": n, "status": "idle",
+                                               "queues": ["cpu_queue"], "current_job": None, "since": 1.0,
+                                               "started_at": 1.0}) for n in range(MAX_ROWS + 5)))
+    browser = populated.browser("viewer")
+    page = browser.get("/workers").text
+    assert page.count("<tr><td><a href=\"/workers?site=s1\">") == MAX_ROWS and "Showing the first" in page
+    draining = browser.get("/workers?status=draining").text
+    assert "<td>w2</td>" in draining and "<td>w1</td>" not in draining and "Showing the first" not in draining
+    assert browser.get("/workers?status=sleepy").status_code == 422
+    degraded = browser.get("/hosts?state=degraded").text
+    assert 'href="/hosts/s1/h1"' in degraded
+    assert 'href="/hosts/s1/h1"' not in browser.get("/hosts?state=healthy").text
+    assert 'href="/hosts/s1/h1"' not in browser.get("/hosts?site=elsewhere").text
