@@ -320,8 +320,9 @@ class Fleet:
 
     def runs(self, scope: Scope = None, *, status: Sequence[str] = (), site_id: str | None = None,
              tenant_id: str | None = None, project: str | None = None, submitted_from: float | None = None,
-             submitted_to: float | None = None, limit: int = PAGE_SIZE, after: str | None = None) -> RunsPage:
-        """Runs newest first, filtered; ``after`` is the ``next`` of the previous page."""
+             submitted_to: float | None = None, limit: int = PAGE_SIZE, after: str | None = None,
+             oldest_first: bool = False) -> RunsPage:
+        """Runs newest first (or oldest first), filtered; ``after`` is the ``next`` of the previous page."""
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise QueryError(f"limit: value {limit}: expected 1 to {MAX_PAGE_SIZE}")
         order = (RunRow.submitted_at, RunRow.site_id, RunRow.run_id)
@@ -339,8 +340,10 @@ class Fleet:
         if submitted_to is not None:
             query = query.where(RunRow.submitted_at < submitted_to)
         if after is not None:
-            query = query.where(tuple_(*order) < tuple_(*decode_cursor(after)))
-        rows = list(self.session.scalars(query.order_by(*(c.desc() for c in order)).limit(limit + 1)))
+            position = tuple_(*decode_cursor(after))
+            query = query.where(tuple_(*order) > position if oldest_first else tuple_(*order) < position)
+        sort = [c.asc() if oldest_first else c.desc() for c in order]
+        rows = list(self.session.scalars(query.order_by(*sort).limit(limit + 1)))
         more = len(rows) > limit
         items = [RunView.model_validate(r, from_attributes=True) for r in rows[:limit]]
         last = items[-1] if more else None

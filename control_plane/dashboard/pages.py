@@ -34,6 +34,8 @@ from protos.actions import QUEUES
 RUN_STATUSES = ("queued", "running", "completed", "failed", "blocked", "cancelled")
 LIVE_RUN = ("queued", "running")
 WORKER_STATUSES = ("idle", "active", "draining", "drained", "offline")
+#: The runs list's orders (by submission time; keyset pages either way).
+SORTS = ("newest", "oldest")
 #: Commands and audit rows on one page.
 LIST_SIZE = 50
 #: Runs shown in flight and failed on the fleet page.
@@ -138,9 +140,11 @@ def runs_page(v: View) -> dict[str, Any]:
     page = v.fleet.runs(v.scope, status=statuses, site_id=v.text("site", 64), tenant_id=v.text("tenant", 64),
                         project=v.text("project", 64), submitted_from=v.day("from"),
                         submitted_to=None if submitted_to is None else submitted_to + 86400,
-                        after=v.text("after", 512), limit=PAGE_SIZE)
+                        after=v.text("after", 512), limit=PAGE_SIZE,
+                        oldest_first=v.choice("sort", SORTS) == "oldest")
     return {"page": page, "found": found, "q": wanted or "", "statuses": RUN_STATUSES, "chosen": set(statuses),
-            "filters": {k: v.query.get(k, "") for k in ("site", "tenant", "project", "from", "to")},
+            "filters": {k: v.query.get(k, "") for k in ("site", "tenant", "project", "from", "to", "sort")},
+            "sorts": SORTS,
             "sites": _site_ids(v),
             "next_query": _with(v.query, after=page.next) if page.next else None}
 

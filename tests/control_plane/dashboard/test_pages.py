@@ -130,6 +130,14 @@ def test_runs_are_paged_by_keyset(populated: Dash) -> None:
         assert page.status_code == 200, page.text
     assert len(seen) == 59 and len(set(seen)) == 59
     assert seen[:4] == ["r-other", "r-live", "r-failed", "r-done"] and seen[-1] == "r-000"
+    oldest = browser.get("/runs?sort=oldest")
+    table = oldest.text.split('aria-label="Filter runs"')[1]
+    assert re.findall(r'<a href="/runs/s1/([^"]+)">', table)[:3] == ["r-000", "r-001", "r-002"]
+    following = re.search(r'<a href="(/runs\?[^"]+)" rel="next">Newer runs', oldest.text)
+    assert following is not None and "sort=oldest" in following.group(1)
+    second = browser.get(html.unescape(following.group(1))).text.split('aria-label="Filter runs"')[1]
+    assert re.findall(r'<a href="/runs/s1/([^"]+)">', second)[:2] == ["r-050", "r-051"]
+    assert browser.get("/runs?sort=sideways").status_code == 422
 
 
 def test_error_pages_are_html_and_the_api_keeps_json(dash: Dash) -> None:
