@@ -199,11 +199,10 @@ def host_page(v: View) -> dict[str, Any]:
 
 def commands_page(v: View) -> dict[str, Any]:
     """Commands newest first; those awaiting approval on top, with Approve for another operator."""
-    status = v.choice("status", STATUSES)
-    listed = v.commands.list(v.principal, site=v.text("site", 64), status=status, after=v.text("after", 64),
-                             limit=LIST_SIZE)
+    status, site = v.choice("status", STATUSES), v.text("site", 64)
+    listed = v.commands.list(v.principal, site=site, status=status, after=v.text("after", 64), limit=LIST_SIZE)
     pending = v.commands.list(v.principal, status=AWAITING_APPROVAL, limit=LIST_SIZE)
-    return {"commands": listed, "pending": pending, "status": status or "", "statuses": STATUSES,
+    return {"commands": listed, "pending": pending, "status": status or "", "statuses": STATUSES, "site": site or "",
             "next_query": _with(v.query, after=listed[-1].command_id) if len(listed) == LIST_SIZE else None}
 
 

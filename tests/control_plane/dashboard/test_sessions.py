@@ -127,13 +127,17 @@ def test_a_destructive_action_needs_the_typed_confirmation(dash: Dash) -> None:
     assert refused.status_code == 422 and "restart-worker is destructive" in refused.text
     with dash.engine.connect() as connection:
         assert connection.execute(select(CommandRow.__table__)).first() is None
-    # confirmed, it is recorded and executed by the core (no signer here: it fails, and says why)
+    # confirmed, it is recorded and executed by the core (this centre knows no worker w1: it fails, and says why)
     done = operator.post("/actions", data={"csrf": csrf, "site": "s1", "action": "restart-worker", "target": "w1",
                                            "confirm": "w1"})
     assert done.status_code == 303 and done.headers["location"].startswith("/commands/")
     page = operator.get(done.headers["location"])
     assert page.status_code == 200 and "confirmed by typing the target" in page.text
-    assert "failed" in page.text
+    assert "s-failed" in page.text and "UNKNOWN_TARGET" in page.text  # the centre knows no such worker
+    command_link = f'href="{done.headers["location"]}"'
+    assert command_link in operator.get("/commands?site=s1&status=failed").text
+    assert command_link not in operator.get("/commands?site=elsewhere").text
+    assert operator.get("/commands?status=bogus").status_code == 422
 
 
 def test_the_cookie_is_secure_over_tls_and_a_login_never_redirects_off_site(dash: Dash) -> None:
