@@ -98,11 +98,12 @@ def duration(seconds: float | None) -> str:
 
 
 def size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+    """Bytes in binary units: ``512 B``, ``7.8 GiB``."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    power = 0
+    while abs(n) >= 1024 and power < len(units) - 1:
+        n, power = n / 1024, power + 1
+    return f"{n:.0f} B" if power == 0 else f"{n:.1f} {units[power]}"
 
 
 def _local(target: str | None) -> str:
@@ -157,8 +158,7 @@ class Dashboard:
         principal = session.principal if session else None
         nav = [p for p in PAGES if p.nav and principal is not None and principal.role >= p.role]
         body = self.templates.get_template(template).render(
-            **context, me=principal, csrf=session.csrf if session else "", nav=nav, here=request.url.path,
-            here_full=request.url.path + (f"?{request.url.query}" if request.url.query else ""), title=title)
+            **context, me=principal, csrf=session.csrf if session else "", nav=nav, here=request.url.path, title=title)
         return HTMLResponse(body, status_code=status, headers=HEADERS)
 
     def error(self, request: Request, exc: Exception, session: WebSession | None = None) -> HTMLResponse:
