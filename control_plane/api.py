@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from control_plane import audit
 from control_plane.audit import writing
 from control_plane.commands import MAX_PAGE, REQUESTED, STATUSES, Commands, SignatureRefused
+from control_plane.dashboard.web import Dashboard
 from control_plane.errors import Conflict, ControlError, ControlInputError, Forbidden, NotFound, Unauthenticated
 from control_plane.fleet import MAX_PAGE_SIZE, PAGE_SIZE, Fleet, Liveness
 from control_plane.metrics import exposition, registry
@@ -267,4 +268,5 @@ def create_app(engine: Engine, people: People, commands: Commands, liveness: Liv
             roles = {ENDPOINT_ROLES.get((method, route.path)) for method in route.methods or ()}
             stated = ", ".join(sorted(r.label if r is not None else "none (refused)" for r in roles))
             route.description = f"{route.description}\n\nRole: {stated}.".lstrip()
+    Dashboard(engine, people, commands, liveness).mount(app)  # the pages: their own table of roles
     return app

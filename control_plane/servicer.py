@@ -67,7 +67,7 @@ def _report(request: pb.HostReport) -> Report:
         sampled_at=h.sampled_at, load_1m=h.load_1m, load_5m=h.load_5m, cpu_count=h.cpu_count,
         memory_used_bytes=h.memory_used_bytes, memory_total_bytes=h.memory_total_bytes,
         disks=tuple({"mount": d.mount, "used_bytes": d.used_bytes, "total_bytes": d.total_bytes,
-                     "over_high_water": d.over_high_water} for d in h.disks),
+                     "high_water": d.high_water, "over_high_water": d.over_high_water} for d in h.disks),
         temperatures=tuple({"sensor": t.sensor, "celsius": t.celsius} for t in h.temperatures),
         workers=tuple({"name": w.name, "status": w.status, "pid": w.pid, "queues": list(w.queues),
                        "current_job": w.current_job, "supervised": w.supervised, "restarts": w.restarts}

@@ -71,7 +71,9 @@ class RunRow(Base):
 
 class StageRow(Base):
     __tablename__ = "stages"
-    __table_args__ = (Index("ix_stages_status", "status"), Index("ix_stages_tenant", "tenant_id"))
+    __table_args__ = (Index("ix_stages_status", "status"), Index("ix_stages_tenant", "tenant_id"),
+                      # the dashboard's jobs per hour: the last hour's finished stages, an index range
+                      Index("ix_stages_status_updated", "status", "updated_at"))
 
     site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -332,3 +334,22 @@ class AuditCheckpointRow(Base):
     #: The raw public key, base64 (informative: ``audit verify --key`` checks against the signer's own file).
     public_key: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str] = mapped_column(String(128))
+
+
+class WebSessionRow(Base):
+    """A dashboard sign-in: the sha256 of its cookie, whose token opened it, its CSRF secret and its clock.
+
+    It ends at ``expires_at``, after an idle gap longer than the dashboard's idle timeout since
+    ``seen_at``, at logout (the row is deleted), or when its token is revoked or its user disabled.
+    """
+
+    __tablename__ = "web_sessions"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64), ForeignKey("users.name"), index=True)
+    token_id: Mapped[str] = mapped_column(String(32), ForeignKey("tokens.token_id"))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    #: When the session last served a request (written at most once a minute).
+    seen_at: Mapped[float] = mapped_column(Float)
