@@ -5,19 +5,23 @@ cost sums are read from the centre's database."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from control_plane import costs
 from control_plane.costs import BudgetError, Budgets, load_budgets, parse_budgets
+from control_plane.dashboard_testing import sign_in
 from control_plane.fleet import Fleet
 from control_plane.lineage import CHAIN, LineageError, diff, lineage
+from control_plane.people import People
 from control_plane.tables import CostRow
 from control_plane.testing import Centre
 from pipeline.testing import short_pilot_project
@@ -161,3 +165,34 @@ def test_a_bad_budgets_file_is_refused_naming_the_field_and_value(tmp_path: Path
     with pytest.raises(BudgetError, match="not JSON"):
         load_budgets(tmp_path)
     assert parse_budgets({"day": {"usd": 5, "compute_s": 60}}, "x").limit("day", "usd") == 5.0
+
+
+def test_the_pages_show_the_graph_the_diff_and_the_costs_to_a_viewer(runs: Runs) -> None:
+    people = People(runs.centre.engine)
+    people.add_user("lin-viewer", "viewer")
+    people.add_user("lin-other", "viewer", ["someone-else"])
+    with httpx.Client(base_url=runs.centre.url, timeout=30) as client, \
+            httpx.Client(base_url=runs.centre.url, timeout=30) as other:
+        sign_in(client, people.create_token("lin-viewer").token)
+        sign_in(other, people.create_token("lin-other").token)
+        page = client.get(f"/runs/{SITE_ID}/{runs.first}/lineage")
+        assert page.status_code == 200, page.text
+        assert page.text.count('<g class="node') == len(lineage_nodes(runs)) and "<svg" in page.text
+        assert f'value="{SITE_ID}/{runs.edited}"' in page.text, "the edited run is offered for comparison"
+        compared = client.get("/lineage", params={"a": f"{SITE_ID}/{runs.first}", "b": f"{SITE_ID}/{runs.edited}"})
+        assert compared.status_code == 200, compared.text
+        changed_rows = re.findall(r'<tr data-role="([^"]+)" data-group="shots">', compared.text)
+        assert changed_rows == [EDITED_SHOT]
+        assert compared.text.count('class="node d-changed"') >= 1
+        cost = client.get("/cost")
+        assert cost.status_code == 200 and runs.first in cost.text and SITE_ID in cost.text
+        assert client.get("/cost", params={"days": "x"}).status_code == 422
+        assert client.get("/lineage", params={"a": "nope"}).status_code == 422
+        # Another tenant's viewer: the run does not exist for them
+        assert other.get(f"/runs/{SITE_ID}/{runs.first}/lineage").status_code == 404
+        assert runs.first not in other.get("/cost").text
+
+
+def lineage_nodes(runs: Runs) -> list[str]:
+    with Session(runs.centre.engine) as session:
+        return [n.role for n in lineage(session, SITE_ID, runs.first).nodes]
