@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydantic import BaseModel
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from control_plane.fleet import Scope
@@ -139,7 +139,7 @@ def lineage(session: Session, site_id: str, run_id: str, scope: Scope = None) ->
     for stage in stages.values():
         made[stage.stage_id] = [(*_role(stage, output), str(stage.outputs[output])) for output in _principal(stage)]
     hashes = {h for outputs in made.values() for *_rest, h in outputs}
-    rows = _artifacts(session, run.tenant_id, hashes)
+    rows = _artifacts(session, site_id, run.tenant_id, hashes)
     role_of = {h: role for outputs in made.values() for role, _g, _l, h in outputs}
     nodes = []
     for stage_id, outputs in made.items():
@@ -195,15 +195,16 @@ def _inputs(stage_id: str, stages: dict[str, _Stage], made: dict[str, list[tuple
     return found
 
 
-def _artifacts(session: Session, tenant_id: str, hashes: Iterable[str]) -> dict[str, ArtifactRow]:
-    """The registry rows of ``hashes`` (any site of the tenant's: artifacts are content-addressed)."""
+def _artifacts(session: Session, site_id: str, tenant_id: str, hashes: Iterable[str]) -> dict[str, ArtifactRow]:
+    """The registry rows of ``hashes`` as the run's site recorded them (its registry is the site's own):
+    primary-key lookups, whatever the size of the fleet's artifact table."""
     wanted = sorted(set(hashes))
     rows: dict[str, ArtifactRow] = {}
     for first in range(0, len(wanted), 500):
-        chunk = wanted[first:first + 500]
         for row in session.scalars(select(ArtifactRow).where(
-                ArtifactRow.tenant_id == tenant_id, tuple_(ArtifactRow.hash).in_([(h,) for h in chunk]))):
-            rows.setdefault(row.hash, row)
+                ArtifactRow.site_id == site_id, ArtifactRow.tenant_id == tenant_id,
+                ArtifactRow.hash.in_(wanted[first:first + 500]))):
+            rows[row.hash] = row
     return rows
 
 
