@@ -164,6 +164,9 @@ class StageView(BaseModel):
     worker: str | None
     error: str
     seconds: float | None
+    #: The stage's artifact-cache hits and misses as the site counted them (None: not reported).
+    cache_hits: int | None = None
+    cache_misses: int | None = None
     updated_at: float
 
 

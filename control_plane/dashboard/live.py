@@ -84,8 +84,12 @@ class Publisher:
     def __init__(self, engine: Engine, liveness: Liveness, tick_s: float = TICK_S) -> None:
         self.engine, self.liveness, self.tick_s = engine, liveness, tick_s
         self.subscribers: set[Subscriber] = set()
+        #: The last tick's values: a new viewer of a watched topic gets them at once, without a read.
+        self.latest: dict[Topic, dict[str, Any]] = {}
         self.reads = 0
         self._task: asyncio.Task[None] | None = None
+        #: Set when a viewer asks for a topic the last tick did not read: the next read comes at once.
+        self._wake = asyncio.Event()
 
     def read(self, topics: set[Topic]) -> dict[Topic, dict[str, Any]]:
         """Every watched topic from one session (the whole tick's database work)."""
@@ -99,12 +103,31 @@ class Publisher:
         try:
             while self.subscribers:
                 values = await run_in_threadpool(self.read, {s.topic for s in self.subscribers})
+                self.latest = values
                 for subscriber in list(self.subscribers):
                     if subscriber.topic in values:
                         subscriber.offer(values[subscriber.topic])
-                await asyncio.sleep(self.tick_s)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.tick_s)
         finally:
-            self._task = None
+            if self._task is asyncio.current_task():  # not replaced by a newer publisher meanwhile
+                self._task, self.latest = None, {}
+
+    def _join(self, subscriber: Subscriber) -> None:
+        self.subscribers.add(subscriber)
+        if subscriber.topic in self.latest:
+            subscriber.offer(self.latest[subscriber.topic])
+        else:
+            self._wake.set()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def _leave(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+        if not self.subscribers and self._task is not None:
+            self._task.cancel()  # nobody watches: stop now rather than after the tick
+            self._task, self.latest = None, {}
 
     def _topic(self, request: Request, principal: Principal) -> Topic:
         """The topic asked for, checked against what the viewer may see (another tenant's run: not found)."""
@@ -124,11 +147,9 @@ class Publisher:
         """The event stream of one viewer: ``event: fleet`` or ``event: run`` with JSON data, when it changes."""
         topic = await run_in_threadpool(self._topic, request, principal)
         subscriber = Subscriber(topic)
-        self.subscribers.add(subscriber)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
 
         async def events() -> AsyncIterator[str]:
+            self._join(subscriber)  # here, not before: the generator's finally is what removes it
             try:
                 yield f"retry: {RETRY_MS}\n\n"
                 while True:
@@ -139,7 +160,7 @@ class Publisher:
                         continue
                     yield f"event: {topic[0]}\ndata: {json.dumps(value, sort_keys=True)}\n\n"
             finally:
-                self.subscribers.discard(subscriber)
+                self._leave(subscriber)
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

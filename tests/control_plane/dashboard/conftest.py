@@ -138,23 +138,23 @@ def stage_row(run_id: str, stage_id: str, status: str, worker: str | None, secon
     return {"run_id": run_id, "stage_id": stage_id, "site_id": SITE, "tenant_id": TENANT, "kind": stage_id,
             "queue": "cpu_queue", "identity": "i" * 64, "status": status, "depends_on": [], "args": {},
             "output": output, "outputs": {}, "attempts": 1, "worker": worker, "message_id": None, "error": error,
-            "seconds": seconds, "cache_hits": 0, "cache_misses": 1}
+            "seconds": seconds, "cache_hits": 2, "cache_misses": 1}
 
 
 class FleetWriter:
     """Writes a site's replicated rows through :class:`Ingest` (in order, as a shipper pushes them) and host
     reports through :class:`Telemetry`, as the gRPC servicer does."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.ingest, self.telemetry = Ingest(engine), Telemetry(engine)
-        self.seq = self.ingest.cursor(SITE)
+    def __init__(self, engine: Engine, site: str = SITE) -> None:
+        self.ingest, self.telemetry, self.site = Ingest(engine), Telemetry(engine), site
+        self.seq = self.ingest.cursor(site)
 
     def push(self, *events: tuple[str, tuple[str, ...], dict[str, Any]], tenant: str = TENANT) -> None:
         batch = []
         for entity, key, row in events:
             self.seq += 1
             batch.append(Event(self.seq, entity, key, "upsert", row, tenant, committed_at=time.time()))
-        ack = self.ingest.apply(Batch(SITE, batch, site_head=self.seq))
+        ack = self.ingest.apply(Batch(self.site, batch, site_head=self.seq))
         assert ack.cursor == self.seq, ack
 
     def populate(self) -> None:

@@ -74,6 +74,7 @@ def test_every_page_renders_populated_and_buttons_follow_the_role(populated: Das
     live = browser.get(f"/runs/{SITE}/r-live").text
     assert 'data-events="/events?run=s1/r-live"' in live and "<svg" in live and "<rect" in live
     assert "ef" * 32 in live  # the artifact hash of the finished stage
+    assert "<td>2 of 3</td>" in live  # its cache hits
     if role != "viewer":
         assert 'value="retry-stage"' in browser.get(f"/runs/{SITE}/r-failed").text
         assert 'value="cancel-run"' in live and 'name="confirm" required' in live
