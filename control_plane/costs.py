@@ -157,51 +157,56 @@ def report(session: Session, now: float, days: int = DEFAULT_DAYS, scope: Scope 
            budgets: Budgets | None = None, site_id: str | None = None) -> CostReport:
     """The costs of the ``days`` days up to ``now``, per run, project, site and UTC day.
 
+    One pass over the window: the attempts are summed per run and day in the database (an index
+    range per tenant on ``(tenant_id, committed_at)``: every cost belongs to a run, so the tenants
+    of the runs are all the tenants costs can have), joined to their runs for the project, and the
+    few thousand sums are folded into the four tables here.
+
     Raises:
         ControlInputError: ``days`` is out of range.
     """
     if not 1 <= days <= MAX_DAYS:
         raise ControlInputError(f"days: value {days}: expected 1 to {MAX_DAYS}")
     budgets = budgets or Budgets()
-    until = now
     since = (math.floor(now / 86_400) - days + 1) * 86_400.0  # whole UTC days, today included
-    window = [CostRow.committed_at >= since, CostRow.committed_at <= until]
-    if scope is not None:
-        window.append(CostRow.tenant_id.in_(list(scope)))
+    tenants = list(scope) if scope is not None else list(session.scalars(select(RunRow.tenant_id).distinct()))
+    window = [CostRow.tenant_id.in_(tenants), CostRow.committed_at >= since, CostRow.committed_at <= now]
     if site_id is not None:
         window.append(CostRow.site_id == site_id)
-    compute, usd, attempts = func.sum(CostRow.compute_seconds), func.sum(CostRow.usd), func.count()
+    day = _day_number(session).label("day")
+    sums = (select(CostRow.site_id, CostRow.run_id, CostRow.tenant_id, day, func.count().label("n"),
+                   func.sum(CostRow.compute_seconds).label("compute"), func.sum(CostRow.usd).label("usd"))
+            .where(*window).group_by(CostRow.site_id, CostRow.run_id, CostRow.tenant_id, day).subquery())
+    rows = session.execute(select(sums, RunRow.project_path).outerjoin(
+        RunRow, (RunRow.site_id == sums.c.site_id) & (RunRow.run_id == sums.c.run_id)))
+    tables: dict[str, dict[tuple[str, ...], list[float]]] = {"run": {}, "project": {}, "site": {}, "day": {}}
+    for site, run, tenant, number, n, compute, usd, path in rows:
+        for scope_name, key in (("run", (site, run)), ("project", (tenant, path or "(run not replicated)")),
+                                ("site", (site,)), ("day", (_date(float(number) * 86_400),))):
+            total = tables[scope_name].setdefault(key, [0, 0.0, 0.0])
+            total[0] += n
+            total[1] += compute or 0.0
+            total[2] += usd or 0.0
 
-    runs = []
-    for site, run, n, seconds, spend in session.execute(
-            select(CostRow.site_id, CostRow.run_id, attempts, compute, usd).where(*window)
-            .group_by(CostRow.site_id, CostRow.run_id).order_by(usd.desc(), compute.desc()).limit(TOP)):
-        runs.append(_line(budgets, "run", f"{site}/{run}", run, n, seconds, spend, site_id=site, run_id=run))
+    def lines(scope_name: str, costliest: bool) -> list[CostLine]:
+        made = []
+        for key, (n, compute, usd) in tables[scope_name].items():
+            if scope_name == "run":
+                made.append(_line(budgets, "run", "/".join(key), key[1], int(n), compute, usd, site_id=key[0],
+                                  run_id=key[1]))
+            elif scope_name == "project":
+                made.append(_line(budgets, "project", "/".join(key), f"{key[1]} ({key[0]})", int(n), compute, usd))
+            else:
+                made.append(_line(budgets, scope_name, key[0], key[0], int(n), compute, usd))
+        if costliest:
+            return sorted(made, key=lambda line: (-line.usd, -line.compute_s, line.key))[:TOP]
+        return sorted(made, key=lambda line: line.key, reverse=scope_name == "day")
 
-    project = RunRow.project_path
-    projects = [
-        _line(budgets, "project", f"{tenant}/{path}", f"{path} ({tenant})", n, seconds, spend)
-        for tenant, path, n, seconds, spend in session.execute(
-            select(RunRow.tenant_id, project, attempts, compute, usd).select_from(CostRow)
-            .join(RunRow, (RunRow.site_id == CostRow.site_id) & (RunRow.run_id == CostRow.run_id)).where(*window)
-            .group_by(RunRow.tenant_id, project).order_by(usd.desc(), compute.desc()).limit(TOP))]
-
-    sites = [_line(budgets, "site", site, site, n, seconds, spend)
-             for site, n, seconds, spend in session.execute(
-                 select(CostRow.site_id, attempts, compute, usd).where(*window).group_by(CostRow.site_id)
-                 .order_by(CostRow.site_id))]
-
-    day = _day_number(session)
-    per_day = []
-    for number, n, seconds, spend in session.execute(
-            select(day, attempts, compute, usd).where(*window).group_by(day).order_by(day.desc())):
-        label = _date(float(number) * 86_400)
-        per_day.append(_line(budgets, "day", label, label, n, seconds, spend))
-
-    return CostReport(since=since, until=until, days=days, total_compute_s=sum(s.compute_s for s in sites),
-                      total_usd=sum(s.usd for s in sites), attempts=sum(s.attempts for s in sites), runs=runs,
-                      projects=projects, sites=sites, per_day=per_day,
-                      budgets={k: dict(v) for k, v in budgets.limits.items()})
+    sites = lines("site", False)
+    return CostReport(since=since, until=now, days=days, total_compute_s=sum(s.compute_s for s in sites),
+                      total_usd=sum(s.usd for s in sites), attempts=sum(s.attempts for s in sites),
+                      runs=lines("run", True), projects=lines("project", True), sites=sites,
+                      per_day=lines("day", False), budgets={k: dict(v) for k, v in budgets.limits.items()})
 
 
 def run_cost(session: Session, site_id: str, run_id: str, budgets: Budgets | None = None) -> CostLine:

@@ -12,8 +12,9 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
-from control_plane.dashboard_testing import Browser
+from control_plane.dashboard_testing import STEP_TIMEOUT_MS, Browser
 from control_plane.people import People
 from control_plane.testing import Centre
 from ops_agent import keys, pki
@@ -21,6 +22,9 @@ from ops_agent.testing import AgentProcess
 from pipeline.testing import wait_for
 from site_scheduler.keys import QUEUES
 from site_scheduler.testing import Site
+
+# An expectation waits as long as any browser step may (live updates arrive within a tick or two).
+expect.set_options(timeout=STEP_TIMEOUT_MS)
 
 #: Site id -> (host, worker).
 SITES = {"east": ("east-h1", "east-w1"), "west": ("west-h1", "west-w1")}
