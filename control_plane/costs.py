@@ -181,7 +181,7 @@ def report(session: Session, now: float, days: int = DEFAULT_DAYS, scope: Scope 
         RunRow, (RunRow.site_id == sums.c.site_id) & (RunRow.run_id == sums.c.run_id)))
     tables: dict[str, dict[tuple[str, ...], list[float]]] = {"run": {}, "project": {}, "site": {}, "day": {}}
     for site, run, tenant, number, n, compute, usd, path in rows:
-        for scope_name, key in (("run", (site, run)), ("project", (tenant, path or "(run not replicated)")),
+        for scope_name, key in (("run", (site, run)), ("project", (tenant, _project(path))),
                                 ("site", (site,)), ("day", (_date(float(number) * 86_400),))):
             total = tables[scope_name].setdefault(key, [0, 0.0, 0.0])
             total[0] += n
@@ -216,6 +216,13 @@ def run_cost(session: Session, site_id: str, run_id: str, budgets: Budgets | Non
         .where(CostRow.site_id == site_id, CostRow.run_id == run_id)).one()
     return _line(budgets or Budgets(), "run", f"{site_id}/{run_id}", run_id, n, seconds, spend, site_id=site_id,
                  run_id=run_id)
+
+
+def _project(path: str | None) -> str:
+    """A run's project as the cost tables name it: a run of probe stages has none, an unreplicated run is unknown."""
+    if path is None:
+        return "(run not replicated yet)"
+    return path or "(no project: probe stages)"
 
 
 def _day_number(session: Session) -> Any:
