@@ -239,6 +239,10 @@ class Fleet:
         self._judgement = hosts, verdicts, connections, sites
         return self._judgement
 
+    def host_states(self) -> dict[tuple[str, str], Verdict]:
+        """Every host's state and reasons by ``(site_id, host)``, judged now, without loading its report."""
+        return self._judged()[1]
+
     def sites(self, scope: Scope = None) -> list[SiteView]:
         hosts, _verdicts, connections, sites = self._judged()
         counts: dict[str, int] = {}
@@ -256,14 +260,24 @@ class Fleet:
                 events_per_s=_rate(row, self.now) if row else 0.0, hosts=counts.get(site_id, 0)))
         return views
 
-    def hosts(self, scope: Scope = None, site_id: str | None = None, state: str | None = None) -> list[HostView]:
+    def hosts(self, scope: Scope = None, site_id: str | None = None, state: str | None = None,
+              host: str | None = None, limit: int | None = None) -> list[HostView]:
+        """Hosts in ``(site_id, host)`` order; ``limit``: at most that many (a page needs no thousand reports)."""
         _seen, verdicts, _connections, _sites = self._judged()
-        marks = {(m.site_id, m.host): m.state for m in self.session.scalars(select(SiteHostRow))}
+        marks_query = select(SiteHostRow)
         query = select(HostRow).order_by(HostRow.site_id, HostRow.host)
         if site_id is not None:
             query = query.where(HostRow.site_id == site_id)
-        views = []
-        for h in self.session.scalars(query):
+            marks_query = marks_query.where(SiteHostRow.site_id == site_id)
+        if host is not None:
+            query = query.where(HostRow.host == host)
+        if limit is not None and state is None:
+            query = query.limit(limit)
+        marks = {(m.site_id, m.host): m.state for m in self.session.scalars(marks_query)}
+        views: list[HostView] = []
+        for h in self.session.scalars(query.execution_options(yield_per=100)):
+            if limit is not None and len(views) >= limit:
+                break
             verdict = verdicts.get((h.site_id, h.host))
             if verdict is None or (state is not None and verdict.state != state):  # None: it arrived just now
                 continue
@@ -286,10 +300,15 @@ class Fleet:
         return [HostSample.model_validate(r, from_attributes=True)
                 for r in self.session.scalars(query.order_by(HostSampleRow.received_at))]
 
-    def workers(self, scope: Scope = None, site_id: str | None = None) -> list[WorkerView]:
+    def workers(self, scope: Scope = None, site_id: str | None = None, status: str | None = None,
+                limit: int | None = None) -> list[WorkerView]:
         query = select(WorkerRow).order_by(WorkerRow.site_id, WorkerRow.name)
         if site_id is not None:
             query = query.where(WorkerRow.site_id == site_id)
+        if status is not None:
+            query = query.where(WorkerRow.status == status)
+        if limit is not None:
+            query = query.limit(limit)
         views = [WorkerView.model_validate(r, from_attributes=True) for r in self.session.scalars(query)]
         return views if scope is None else [v.model_copy(update={"current_job": None}) for v in views]
 
@@ -301,8 +320,9 @@ class Fleet:
 
     def runs(self, scope: Scope = None, *, status: Sequence[str] = (), site_id: str | None = None,
              tenant_id: str | None = None, project: str | None = None, submitted_from: float | None = None,
-             submitted_to: float | None = None, limit: int = PAGE_SIZE, after: str | None = None) -> RunsPage:
-        """Runs newest first, filtered; ``after`` is the ``next`` of the previous page."""
+             submitted_to: float | None = None, limit: int = PAGE_SIZE, after: str | None = None,
+             oldest_first: bool = False) -> RunsPage:
+        """Runs newest first (or oldest first), filtered; ``after`` is the ``next`` of the previous page."""
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise QueryError(f"limit: value {limit}: expected 1 to {MAX_PAGE_SIZE}")
         order = (RunRow.submitted_at, RunRow.site_id, RunRow.run_id)
@@ -320,8 +340,10 @@ class Fleet:
         if submitted_to is not None:
             query = query.where(RunRow.submitted_at < submitted_to)
         if after is not None:
-            query = query.where(tuple_(*order) < tuple_(*decode_cursor(after)))
-        rows = list(self.session.scalars(query.order_by(*(c.desc() for c in order)).limit(limit + 1)))
+            position = tuple_(*decode_cursor(after))
+            query = query.where(tuple_(*order) > position if oldest_first else tuple_(*order) < position)
+        sort = [c.asc() if oldest_first else c.desc() for c in order]
+        rows = list(self.session.scalars(query.order_by(*sort).limit(limit + 1)))
         more = len(rows) > limit
         items = [RunView.model_validate(r, from_attributes=True) for r in rows[:limit]]
         last = items[-1] if more else None

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -35,6 +37,7 @@ KEEPALIVE_S = 15.0
 #: Tells the browser how long to wait before reconnecting a dropped stream (milliseconds).
 RETRY_MS = 5000
 LIVE_RUN = ("queued", "running")
+log = logging.getLogger(__name__)
 #: A topic: ("fleet", tenant scope) or ("run", site, run id).
 Topic = tuple[Hashable, ...]
 
@@ -102,8 +105,13 @@ class Publisher:
     async def _run(self) -> None:
         try:
             while self.subscribers:
-                values = await run_in_threadpool(self.read, {s.topic for s in self.subscribers})
-                self.latest = values
+                try:
+                    values = await run_in_threadpool(self.read, {s.topic for s in self.subscribers})
+                except (OperationalError, InterfaceError) as exc:  # the database is away: viewers keep the last
+                    log.warning("dashboard live updates: the fleet database is unreachable: %s", exc)
+                    values = {}
+                else:
+                    self.latest = values
                 for subscriber in list(self.subscribers):
                     if subscriber.topic in values:
                         subscriber.offer(values[subscriber.topic])

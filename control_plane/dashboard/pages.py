@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from starlette.datastructures import QueryParams
 
@@ -28,15 +29,23 @@ from control_plane.errors import ControlInputError, NotFound
 from control_plane.fleet import PAGE_SIZE, Fleet, RunView
 from control_plane.health import HOST_STATES
 from control_plane.people import Principal, Role
+from control_plane.tables import SiteRow
 from protos.actions import QUEUES
 
 #: What a run's status filter offers (the site's run states).
 RUN_STATUSES = ("queued", "running", "completed", "failed", "blocked", "cancelled")
 LIVE_RUN = ("queued", "running")
+WORKER_STATUSES = ("idle", "active", "draining", "drained", "offline")
+#: The runs list's orders (by submission time; keyset pages either way).
+SORTS = ("newest", "oldest")
 #: Commands and audit rows on one page.
 LIST_SIZE = 50
 #: Runs shown in flight and failed on the fleet page.
 FLEET_RUNS = 10
+#: Unhealthy hosts named on the fleet page (the rest are counted, and listed on the hosts page).
+WARNED_HOSTS = 20
+#: Rows a hosts or workers page shows at most: a thousand hosts are found by filtering, not by scrolling.
+MAX_ROWS = 100
 
 
 @dataclass
@@ -101,17 +110,22 @@ def fleet_page(v: View) -> dict[str, Any]:
     """The whole fleet at a glance; the numbers update live over server-sent events."""
     summary = v.fleet.summary(v.scope)
     sites = v.fleet.sites(v.scope)
-    hosts = v.fleet.hosts(v.scope)
     loads = queue_loads(v.fleet.session, v.now)
     depth: dict[str, dict[str, int]] = {}
     for (site_id, queue), load in loads.items():
         depth.setdefault(site_id, {})[queue] = load.waiting
     warnings = [f"site {s.site_id} is disconnected: {s.reason}" for s in sites if s.connection != "connected"]
-    warnings += [f"host {h.site_id}/{h.host} is {h.state}: {'; '.join(h.reasons) or 'no reason given'}"
-                 for h in hosts if h.state not in ("healthy", "disconnected")]
+    unhealthy = sorted(((key, verdict) for key, verdict in v.fleet.host_states().items()
+                        if verdict.state not in ("healthy", "disconnected")), key=lambda item: item[0])
+    warnings += [f"host {site_id}/{host} is {verdict.state}: {'; '.join(verdict.reasons) or 'no reason given'}"
+                 for (site_id, host), verdict in unhealthy[:WARNED_HOSTS]]
+    if len(unhealthy) > WARNED_HOSTS:
+        warnings.append(f"... and {len(unhealthy) - WARNED_HOSTS} more hosts: see the Hosts page")
     warnings += [f"queue {q.site_id}/{q.name} is paused" for q in v.fleet.queues(v.scope) if q.paused]
     return {"summary": summary, "sites": sites, "depth": depth, "queues": QUEUES, "warnings": warnings,
-            "in_flight": v.fleet.runs(v.scope, status=LIVE_RUN, limit=FLEET_RUNS).items,
+            "in_flight": sorted((r for status in LIVE_RUN for r in v.fleet.runs(v.scope, status=(status,),
+                                                                                 limit=FLEET_RUNS).items),
+                                key=lambda r: (r.submitted_at, r.site_id, r.run_id), reverse=True)[:FLEET_RUNS],
             "failures": v.fleet.runs(v.scope, status=("failed",), limit=FLEET_RUNS).items,
             "host_states": (*HOST_STATES, "disconnected")}
 
@@ -121,7 +135,7 @@ def runs_page(v: View) -> dict[str, Any]:
     found: list[RunView] | None = None
     wanted = v.text("q", 64)
     if wanted is not None:
-        found = [r for s in v.fleet.sites(v.scope) if (r := v.fleet.run(s.site_id, wanted, v.scope)) is not None]
+        found = [r for site_id in _site_ids(v) if (r := v.fleet.run(site_id, wanted, v.scope)) is not None]
     statuses = v.query.getlist("status")
     for status in statuses:
         if status not in RUN_STATUSES:
@@ -130,10 +144,12 @@ def runs_page(v: View) -> dict[str, Any]:
     page = v.fleet.runs(v.scope, status=statuses, site_id=v.text("site", 64), tenant_id=v.text("tenant", 64),
                         project=v.text("project", 64), submitted_from=v.day("from"),
                         submitted_to=None if submitted_to is None else submitted_to + 86400,
-                        after=v.text("after", 512), limit=PAGE_SIZE)
+                        after=v.text("after", 512), limit=PAGE_SIZE,
+                        oldest_first=v.choice("sort", SORTS) == "oldest")
     return {"page": page, "found": found, "q": wanted or "", "statuses": RUN_STATUSES, "chosen": set(statuses),
-            "filters": {k: v.query.get(k, "") for k in ("site", "tenant", "project", "from", "to")},
-            "sites": [s.site_id for s in v.fleet.sites(v.scope)],
+            "filters": {k: v.query.get(k, "") for k in ("site", "tenant", "project", "from", "to", "sort")},
+            "sorts": SORTS,
+            "sites": _site_ids(v),
             "next_query": _with(v.query, after=page.next) if page.next else None}
 
 
@@ -158,22 +174,25 @@ def queues_page(v: View) -> dict[str, Any]:
 
 
 def workers_page(v: View) -> dict[str, Any]:
-    """Per worker: status, current job, host, and the drain / undrain / restart buttons."""
-    site = v.text("site", 64)
-    return {"workers": v.fleet.workers(v.scope, site), "site": site or ""}
+    """Per worker: status, current job, host, and the drain / undrain / restart buttons; filtered by site, status."""
+    site, status = v.text("site", 64), v.choice("status", WORKER_STATUSES)
+    workers = v.fleet.workers(v.scope, site, status, limit=MAX_ROWS + 1)
+    return {"workers": workers[:MAX_ROWS], "more": len(workers) > MAX_ROWS, "site": site or "",
+            "status": status or "", "statuses": WORKER_STATUSES}
 
 
 def hosts_page(v: View) -> dict[str, Any]:
     site = v.text("site", 64)
     state = v.choice("state", (*HOST_STATES, "disconnected"))
-    return {"hosts": v.fleet.hosts(v.scope, site, state), "site": site or "", "state": state or "",
+    hosts = v.fleet.hosts(v.scope, site, state, limit=MAX_ROWS + 1)
+    return {"hosts": hosts[:MAX_ROWS], "more": len(hosts) > MAX_ROWS, "site": site or "", "state": state or "",
             "states": (*HOST_STATES, "disconnected")}
 
 
 def host_page(v: View) -> dict[str, Any]:
     """One host: its state and reasons, disks against their high-water marks, the last hour, its workers."""
     site_id, name = v.path["site_id"], v.path["host"]
-    host = next((h for h in v.fleet.hosts(v.scope, site_id) if h.host == name), None)
+    host = next(iter(v.fleet.hosts(v.scope, site_id, host=name)), None)
     if host is None:
         raise NotFound(f"host {name!r}: no such host at site {site_id!r}")
     samples = v.fleet.host_history(site_id, name, v.now - 3600, v.scope)
@@ -211,6 +230,11 @@ def audit_page(v: View) -> dict[str, Any]:
     report = audit.verify(v.engine) if v.query.get("verify") == "1" else None
     return {"entries": entries, "report": report, "kind": kind or "", "kinds": sorted(audit.KINDS),
             "next_query": _with(v.query, after=str(entries[-1].seq)) if len(entries) == LIST_SIZE else None}
+
+
+def _site_ids(v: View) -> list[str]:
+    """Every site the centre has heard of (the run-id search looks in each, by its primary key)."""
+    return list(v.fleet.session.scalars(select(SiteRow.site_id).order_by(SiteRow.site_id)))
 
 
 def _with(query: QueryParams, **changes: str | None) -> str:

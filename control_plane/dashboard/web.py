@@ -14,6 +14,7 @@ unreachable database is a 503 page, never a traceback.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -74,6 +75,7 @@ HEADERS = {
     "Cache-Control": "no-store",
 }
 API_PATHS = ("/api/", "/metrics")
+log = logging.getLogger(__name__)
 
 
 def when(seconds: float | None) -> Markup:
@@ -201,6 +203,12 @@ class Dashboard:
             return run(session)
         except (ControlError, OperationalError, InterfaceError) as exc:
             return self.error(request, exc, session)
+        except Exception:  # a bug: logged with its traceback here, a plain page for the person
+            log.exception("dashboard: %s %s failed", request.method, request.url.path)
+            return self.render(request, "error.html", {
+                "status": 500, "heading": "Something went wrong",
+                "message": "The centre hit an unexpected error showing this page; its log has the details."},
+                status=500, title="Error")
 
     # -- pages ----------------------------------------------------------------------------------------------------
 

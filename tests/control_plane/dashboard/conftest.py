@@ -102,7 +102,7 @@ def make_people(people: People, tokens: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def fleet_engine(tmp_path: Path) -> Iterator[Engine]:
+def dash_engine(tmp_path: Path) -> Iterator[Engine]:
     engine = open_engine(sqlite_url(tmp_path / "fleet.db"))
     migrate(engine)
     try:
@@ -112,13 +112,13 @@ def fleet_engine(tmp_path: Path) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def dash(fleet_engine: Engine, tmp_path: Path) -> Iterator[Dash]:
+def dash(dash_engine: Engine, tmp_path: Path) -> Iterator[Dash]:
     """The real app without a signer (commands to it fail as "signer unavailable", recorded as such)."""
-    people = People(fleet_engine)
-    commands = Commands(fleet_engine, FleetDirectory(fleet_engine), SignerClient(tmp_path / "no-signer.sock"))
-    app = create_app(fleet_engine, people, commands)
+    people = People(dash_engine)
+    commands = Commands(dash_engine, FleetDirectory(dash_engine), SignerClient(tmp_path / "no-signer.sock"))
+    app = create_app(dash_engine, people, commands)
     with serving(app) as url:
-        made = Dash(url, app, fleet_engine, people)
+        made = Dash(url, app, dash_engine, people)
         make_people(people, made.tokens)
         try:
             yield made

@@ -7,12 +7,29 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from control_plane.api import create_app
+from control_plane.commands import Commands
 from control_plane.dashboard.live import Publisher
-from tests.control_plane.dashboard.conftest import SITE, Dash, FleetWriter, run_row, stage_row
+from control_plane.database import migrate, open_engine, sqlite_url
+from control_plane.directory import FleetDirectory
+from control_plane.people import People
+from control_plane.signer import SignerClient
+from pipeline.testing import wait_for
+from tests.control_plane.dashboard.conftest import (
+    SITE,
+    Dash,
+    FleetWriter,
+    make_people,
+    run_row,
+    serving,
+    stage_row,
+)
 
 WAIT_S = 30.0
 
@@ -90,3 +107,34 @@ def test_a_run_page_hears_when_its_run_changes(populated: Dash) -> None:
     assert other.get(f"/events?run={SITE}/r-live").status_code == 404
     assert "expected SITE/RUN" in other.get("/events?run=nonsense").text
     assert populated.browser().get("/events").status_code == 401  # no session, no stream
+
+
+def test_live_updates_ride_out_an_unreachable_database(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "db"
+    folder.mkdir()
+    engine = open_engine(sqlite_url(folder / "fleet.db"))
+    migrate(engine)
+    people = People(engine)
+    tokens: dict[str, str] = {}
+    make_people(people, tokens)
+    app = create_app(engine, people, Commands(engine, FleetDirectory(engine), SignerClient(tmp_path / "s.sock")))
+    publisher: Publisher = app.state.dashboard.live
+    publisher.tick_s = 0.05
+    try:
+        with serving(app) as url:
+            dash = Dash(url, app, engine, people, tokens)
+            with events(dash.browser("viewer")) as stream:
+                assert stream.get()[1]["in_flight"] == 0
+                folder.rename(tmp_path / "away")  # the database is gone from where the centre looks
+                engine.dispose()
+                reads = publisher.reads
+                wait_for(lambda: publisher.reads >= reads + 3, "the publisher to keep trying")
+                assert "the fleet database is unreachable" in caplog.text
+                (tmp_path / "away").rename(folder)  # back: the next tick reads again
+                engine.dispose()
+                FleetWriter(engine).push(("run", ("r-back",), run_row("r-back", "running", 10.0)))
+                assert stream.until(lambda _name, data: data.get("in_flight") == 1)["runs.running"] == 1
+            for browser in dash.browsers:
+                browser.close()
+    finally:
+        engine.dispose()

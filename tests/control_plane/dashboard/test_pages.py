@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from control_plane.api import create_app
 from control_plane.commands import Commands
+from control_plane.dashboard.pages import MAX_ROWS
 from control_plane.database import migrate, open_engine, sqlite_url
 from control_plane.directory import FleetDirectory
 from control_plane.people import People
@@ -129,6 +130,14 @@ def test_runs_are_paged_by_keyset(populated: Dash) -> None:
         assert page.status_code == 200, page.text
     assert len(seen) == 59 and len(set(seen)) == 59
     assert seen[:4] == ["r-other", "r-live", "r-failed", "r-done"] and seen[-1] == "r-000"
+    oldest = browser.get("/runs?sort=oldest")
+    table = oldest.text.split('aria-label="Filter runs"')[1]
+    assert re.findall(r'<a href="/runs/s1/([^"]+)">', table)[:3] == ["r-000", "r-001", "r-002"]
+    following = re.search(r'<a href="(/runs\?[^"]+)" rel="next">Newer runs', oldest.text)
+    assert following is not None and "sort=oldest" in following.group(1)
+    second = browser.get(html.unescape(following.group(1))).text.split('aria-label="Filter runs"')[1]
+    assert re.findall(r'<a href="/runs/s1/([^"]+)">', second)[:2] == ["r-050", "r-051"]
+    assert browser.get("/runs?sort=sideways").status_code == 422
 
 
 def test_error_pages_are_html_and_the_api_keeps_json(dash: Dash) -> None:
@@ -178,3 +187,20 @@ def test_an_unreachable_database_is_a_503_page(tmp_path: Path) -> None:
                 _no_traceback(page)
     finally:
         engine.dispose()
+
+
+def test_workers_and_hosts_pages_filter_and_bound_their_rows(populated: Dash) -> None:
+    writer = FleetWriter(populated.engine)
+    writer.push(*(("worker", (f"wx{n:03}",), {"name": f"wx{n:03}", "host": "h2", "pid": n, "status": "idle",
+                                               "queues": ["cpu_queue"], "current_job": None, "since": 1.0,
+                                               "started_at": 1.0}) for n in range(MAX_ROWS + 5)))
+    browser = populated.browser("viewer")
+    page = browser.get("/workers").text
+    assert page.count("<tr><td><a href=\"/workers?site=s1\">") == MAX_ROWS and "Showing the first" in page
+    draining = browser.get("/workers?status=draining").text
+    assert "<td>w2</td>" in draining and "<td>w1</td>" not in draining and "Showing the first" not in draining
+    assert browser.get("/workers?status=sleepy").status_code == 422
+    degraded = browser.get("/hosts?state=degraded").text
+    assert 'href="/hosts/s1/h1"' in degraded
+    assert 'href="/hosts/s1/h1"' not in browser.get("/hosts?state=healthy").text
+    assert 'href="/hosts/s1/h1"' not in browser.get("/hosts?site=elsewhere").text

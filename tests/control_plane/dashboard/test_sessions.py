@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import select, update
 
 from control_plane.dashboard.sessions import IDLE_S, LoginThrottle
-from control_plane.dashboard.web import COOKIE
+from control_plane.dashboard.web import COOKIE, LOGIN_COOKIE
 from control_plane.tables import CommandRow, WebSessionRow
 from tests.control_plane.dashboard.conftest import Dash, csrf_of, login_nonce, sign_in
 
@@ -134,3 +134,20 @@ def test_a_destructive_action_needs_the_typed_confirmation(dash: Dash) -> None:
     page = operator.get(done.headers["location"])
     assert page.status_code == 200 and "confirmed by typing the target" in page.text
     assert "failed" in page.text
+
+
+def test_the_cookie_is_secure_over_tls_and_a_login_never_redirects_off_site(dash: Dash) -> None:
+    browser = dash.browser()
+    for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+        assert sign_in(browser, dash.tokens["viewer"], target).headers["location"] == "/"
+    # behind a TLS-terminating proxy on loopback (uvicorn trusts its X-Forwarded-Proto) the cookie is Secure
+    tls = dash.browser()
+    form = tls.get("/login", headers={"X-Forwarded-Proto": "https"})
+    assert "secure" in form.headers["set-cookie"].lower()  # the form's nonce cookie too
+    nonce = login_nonce(form.text)  # a browser sends a Secure cookie over TLS; this client must be told
+    tls.cookies.clear()
+    answer = tls.post("/login", headers={"X-Forwarded-Proto": "https", "Cookie": f"{LOGIN_COOKIE}={nonce}"},
+                      data={"token": dash.tokens["viewer"], "login_nonce": nonce})
+    assert answer.status_code == 303, answer.text
+    cookie = next(h for h in answer.headers.get_list("set-cookie") if h.startswith(f"{COOKIE}="))
+    assert "secure" in cookie.lower()
