@@ -375,6 +375,21 @@ def bench_control(
                          runs=runs, parts=chosen)
 
 
+@bench_app.command("dashboard")
+def bench_dashboard(
+    workdir: Annotated[Path | None, typer.Option(help="Scratch folder (default: a temporary one).")] = None,
+    runs: Annotated[int, typer.Option(help="Runs in the fleet database (six stages each).")] = 100_000,
+    hosts: Annotated[int, typer.Option(help="Hosts in the fleet database (two workers, an hour of samples each).")]
+    = 1_000,
+    requests: Annotated[int, typer.Option(help="Timed requests per page (after one untimed).")] = 50,
+) -> None:
+    """Every dashboard page's p50/p95 with a big fleet in the database, beside a static file and the JSON API."""
+    if runs < 10 or hosts < 1 or requests < 1:
+        raise _fail(EXIT_INPUT, f"--runs {runs}, --hosts {hosts}, --requests {requests}: expected at least 10 runs, "
+                                "1 host and 1 request")
+    _bench_module("dashboard").run_benchmark(workdir=workdir, runs=runs, hosts=hosts, requests=requests)
+
+
 def _bench_module(name: str) -> ModuleType:
     """A benchmark (``cinefleet.bench.NAME``), imported only when it runs: they pull in every component."""
     return importlib.import_module(f"cinefleet.bench.{name}")

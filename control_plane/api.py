@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from control_plane import audit
 from control_plane.audit import writing
 from control_plane.commands import MAX_PAGE, REQUESTED, STATUSES, Commands, SignatureRefused
+from control_plane.costs import Budgets
 from control_plane.dashboard.web import Dashboard
 from control_plane.errors import Conflict, ControlError, ControlInputError, Forbidden, NotFound, Unauthenticated
 from control_plane.fleet import MAX_PAGE_SIZE, PAGE_SIZE, Fleet, Liveness
@@ -83,7 +84,8 @@ def _bearer(request: Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def create_app(engine: Engine, people: People, commands: Commands, liveness: Liveness | None = None) -> FastAPI:
+def create_app(engine: Engine, people: People, commands: Commands, liveness: Liveness | None = None,
+               budgets: Budgets | None = None) -> FastAPI:
     """The API over one fleet database; ``commands`` carries the signer and the agent directory, ``liveness``
     the thresholds host states are judged with."""
     app = FastAPI(title="cinefleet control plane", version="1", openapi_url=f"{PREFIX}/openapi.json",
@@ -268,5 +270,5 @@ def create_app(engine: Engine, people: People, commands: Commands, liveness: Liv
             roles = {ENDPOINT_ROLES.get((method, route.path)) for method in route.methods or ()}
             stated = ", ".join(sorted(r.label if r is not None else "none (refused)" for r in roles))
             route.description = f"{route.description}\n\nRole: {stated}.".lstrip()
-    Dashboard(engine, people, commands, liveness).mount(app)  # the pages: their own table of roles
+    Dashboard(engine, people, commands, liveness, budgets=budgets).mount(app)  # the pages: their own table of roles
     return app

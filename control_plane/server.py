@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 
 from control_plane.api import create_app
 from control_plane.commands import Commands, parse_policy
+from control_plane.costs import load_budgets
 from control_plane.database import migrate, open_engine, sqlite_url
 from control_plane.directory import FleetDirectory
 from control_plane.errors import ControlInputError
@@ -134,8 +135,8 @@ class ControlServer:
             commands = Commands(self.engine, FleetDirectory(self.engine, config.liveness),
                                 SignerClient(config.signer_socket or config.data_dir / SIGNER_SOCKET),
                                 policy=policy, tls_dir=config.agent_tls_dir)
-            self.http = _HttpServer(create_app(self.engine, People(self.engine), commands, config.liveness),
-                                    config.http_listen)
+            self.http = _HttpServer(create_app(self.engine, People(self.engine), commands, config.liveness,
+                                               load_budgets(config.data_dir)), config.http_listen)
 
     def start(self) -> str:
         listen = self.config.grpc_listen
@@ -180,6 +181,10 @@ class _HttpServer:
                                                else socket.AF_INET)
         except OSError as exc:
             raise ControlInputError(f"--http: cannot listen on {listen}: {exc.strerror or exc}") from None
+        # Accepted connections inherit this. asyncio sets TCP_NODELAY only on sockets whose proto is
+        # IPPROTO_TCP, and create_server's is 0: without it every response waited ~40 ms for the
+        # client's delayed ACK (Nagle), measured by ``bench dashboard`` on a static file.
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         bound = self.socket.getsockname()
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{bound[1]}"
         # Access logs stay off: tokens travel in headers, and callers need no logging here.

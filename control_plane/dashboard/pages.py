@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -20,7 +20,9 @@ from starlette.datastructures import QueryParams
 
 from control_plane import audit
 from control_plane.commands import AWAITING_APPROVAL, STATUSES, Commands
+from control_plane.costs import Budgets
 from control_plane.dashboard import charts
+from control_plane.dashboard.lineage_cost import cost_page, lineage_diff_page, lineage_page
 from control_plane.dashboard.live import run_version
 from control_plane.dashboard.load import QueueLoad, queue_loads
 from control_plane.errors import ControlInputError, NotFound
@@ -56,6 +58,8 @@ class View:
     commands: Commands
     query: QueryParams
     path: Mapping[str, str]
+    #: The cost page's thresholds (``DIR/budgets.json``); none by default.
+    budgets: Budgets = field(default_factory=Budgets)
 
     @property
     def scope(self) -> list[str] | None:
@@ -244,6 +248,9 @@ PAGES: list[Page] = [
     Page("/", "fleet.html", "Fleet", Role.VIEWER, fleet_page, "Fleet"),
     Page("/runs", "runs.html", "Runs", Role.VIEWER, runs_page, "Runs"),
     Page("/runs/{site_id}/{run_id}", "run.html", None, Role.VIEWER, run_page, "Run"),
+    Page("/runs/{site_id}/{run_id}/lineage", "lineage.html", None, Role.VIEWER, lineage_page, "Lineage"),
+    Page("/lineage", "lineage_diff.html", None, Role.VIEWER, lineage_diff_page, "Lineage diff"),
+    Page("/cost", "cost.html", "Cost", Role.VIEWER, cost_page, "Cost"),
     Page("/queues", "queues.html", "Queues", Role.VIEWER, queues_page, "Queues"),
     Page("/workers", "workers.html", "Workers", Role.VIEWER, workers_page, "Workers"),
     Page("/hosts", "hosts.html", "Hosts", Role.VIEWER, hosts_page, "Hosts"),

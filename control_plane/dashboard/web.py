@@ -35,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 
 from control_plane.audit import writing
 from control_plane.commands import REQUESTED, Commands, SignatureRefused, action_row
+from control_plane.costs import Budgets
 from control_plane.dashboard.live import Publisher
 from control_plane.dashboard.pages import PAGES, Page, View
 from control_plane.dashboard.sessions import LoginThrottle, Sessions, WebSession
@@ -122,8 +123,9 @@ class Dashboard:
 
     def __init__(self, engine: Engine, people: People, commands: Commands, liveness: Liveness | None = None, *,
                  sessions: Sessions | None = None, throttle: LoginThrottle | None = None,
-                 publisher: Publisher | None = None) -> None:
+                 publisher: Publisher | None = None, budgets: Budgets | None = None) -> None:
         self.engine, self.commands, self.liveness = engine, commands, liveness or Liveness()
+        self.budgets = budgets or Budgets()
         self.sessions = sessions or Sessions(engine, people, commands.audit)
         self.throttle = throttle or LoginThrottle()
         self.live = publisher or Publisher(engine, self.liveness)
@@ -224,7 +226,7 @@ class Dashboard:
         self._require(request, session.principal, page.role)
         with Session(self.engine) as db:
             view = View(session.principal, Fleet(db, self.liveness), self.engine, self.commands,
-                        request.query_params, request.path_params)
+                        request.query_params, request.path_params, self.budgets)
             context = page.view(view)
         return self.render(request, page.template, context, session=session, title=page.title)
 
