@@ -1,6 +1,1 @@
-"""Alerts: conditions read from the centre's database, deduplicated, routed, acked, escalated and resolved.
-
-Runs as its own process (``cinefleet alerts serve``) so that it keeps alerting while the web process
-is down; it reads the fleet database and never talks to a site. Delivery (apprise, retries,
-fallback) is :mod:`control_plane.alerts.delivery`.
-"""
+"""Alerts that reach a phone: conditions, dedup, routing, ack, escalation, silences, delivery and heartbeat."""

@@ -1,0 +1,280 @@
+"""Delivery against a real HTTP receiver (:class:`RecordingReceiver`) through apprise's real ntfy and json plugins.
+
+Retries, ``Retry-After``, timeouts, fallback and the 20-message burst are each checked on what the
+receiver actually got and on the attempts the deliverer recorded. Timing bounds are generous
+(seconds where a pass takes tens of milliseconds) so that they fail only on the behaviour they
+guard (apprise's 5.5 s gap, a hang leaking into another receiver), never on a slow machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from cinefleet.logs import JsonFormatter
+from control_plane.alerts.delivery import Attempt, Deliverer, Message, Receiver
+from control_plane.alerts.testing import RecordingReceiver
+
+
+class Attempts:
+    """The ``record`` callback: every attempt, thread-safe, readable per receiver."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.all: list[Attempt] = []
+
+    def __call__(self, attempt: Attempt) -> None:
+        with self.lock:
+            self.all.append(attempt)
+
+    def of(self, receiver: str, notification_id: int | None = None) -> list[Attempt]:
+        with self.lock:
+            return [a for a in self.all if a.receiver == receiver
+                    and (notification_id is None or a.notification_id == notification_id)]
+
+
+def message(notification_id: int = 1, *, severity: str = "critical", event: str = "firing",
+            ack: bool = True) -> Message:
+    return Message(notification_id=notification_id, alert_id=100 + notification_id, event=event, severity=severity,
+                   title=f"disk_full on h{notification_id}",
+                   body=f"volume /data over its high-water mark\nhttps://centre.example/alerts/{notification_id}",
+                   click_url=f"https://centre.example/alerts/{notification_id}",
+                   ack_url=f"https://centre.example/api/v1/alerts/{notification_id}/ack?t=sig,ned" if ack else None)
+
+
+@pytest.fixture
+def rx() -> Iterator[RecordingReceiver]:
+    with RecordingReceiver() as receiver:
+        yield receiver
+
+
+def deliverer(receivers: dict[str, Receiver], record: Attempts, **kwargs: float) -> Deliverer:
+    options = {"timeout_s": 2.0, "max_attempts": 4, "backoff_base_s": 0.02, "backoff_max_s": 0.1, **kwargs}
+    return Deliverer(receivers, record, **options)  # type: ignore[arg-type]
+
+
+def test_500_then_200_is_retried_and_every_attempt_recorded(rx: RecordingReceiver) -> None:
+    rx.fail("/ops", 2)
+    record = Attempts()
+    d = deliverer({"ops": Receiver("ops", (rx.ntfy_url("ops"),))}, record)
+    try:
+        d.submit("ops", message())
+        assert d.wait_idle(10)
+    finally:
+        d.close()
+    assert [r.status for r in rx.requests("/ops")] == [500, 500, 200]
+    attempts = record.of("ops")
+    assert [(a.attempt, a.outcome, a.error, a.final) for a in attempts] == [
+        (1, "failed", "HTTP 500", False), (2, "failed", "HTTP 500", False), (3, "sent", "", True)]
+    assert attempts[-1].receiver_outcome == "sent"
+    assert all(a.notification_id == 1 and a.alert_id == 101 and a.started_at <= a.finished_at for a in attempts)
+    assert all(a.url.startswith("ntfy://127.0.0.1:") for a in attempts)
+
+
+def test_429_waits_for_retry_after(rx: RecordingReceiver) -> None:
+    rx.rate_limit("/ops", 1.0)
+    record = Attempts()
+    d = deliverer({"ops": Receiver("ops", (rx.ntfy_url("ops"),))}, record)
+    try:
+        d.submit("ops", message())
+        assert d.wait_idle(10)
+    finally:
+        d.close()
+    first, second = rx.requests("/ops")
+    assert (first.status, second.status) == (429, 200)
+    # the backoff alone would retry within 0.1 s; the receiver asked for 1 s
+    assert second.at - first.at >= 0.95
+    assert [(a.outcome, a.error) for a in record.of("ops")] == [("rate_limited", "HTTP 429, Retry-After 1 s"),
+                                                               ("sent", "")]
+
+
+def test_a_hanging_receiver_neither_delays_another_nor_outlasts_the_timeout(rx: RecordingReceiver) -> None:
+    rx.hang("/slow", 30, times=5)
+    record = Attempts()
+    d = deliverer({"slow": Receiver("slow", (rx.ntfy_url("slow"),)), "fast": Receiver("fast", (rx.ntfy_url("fast"),))},
+                  record, timeout_s=1.0, max_attempts=2)
+    try:
+        start = time.time()
+        d.submit("slow", message(1))
+        rx.wait_for(1, 5, "/slow")  # the slow one is hanging before the fast one is submitted
+        d.submit("fast", message(2))
+        fast = rx.wait_for(1, 5, "/fast")[0]
+        assert fast.at - start < 0.9, "the fast receiver waited for the hanging one"
+        assert d.wait_idle(10)
+        done = time.time()
+    finally:
+        d.close()
+    slow = record.of("slow")
+    assert [(a.outcome, a.error, a.final) for a in slow] == [
+        ("timeout", "no answer within 1 s", False), ("gave_up", "no answer within 1 s", True)]
+    assert all(0.9 <= a.finished_at - a.started_at < 2.0 for a in slow)
+    assert done - start < 5  # two 1 s attempts, not two 30 s hangs
+    assert [a.outcome for a in record.of("fast")] == ["sent"]
+
+
+def test_fallback_gets_the_message_when_the_primary_gives_up(rx: RecordingReceiver) -> None:
+    rx.fail("/primary", 10, status=503)
+    record = Attempts()
+    receivers = {"primary": Receiver("primary", (rx.ntfy_url("primary"),), fallback="backup"),
+                 "backup": Receiver("backup", (rx.json_url("hook"),))}
+    d = deliverer(receivers, record, max_attempts=3)
+    try:
+        d.submit("primary", message())
+        assert d.wait_idle(10)
+    finally:
+        d.close()
+    primary = record.of("primary")
+    assert [(a.outcome, a.error, a.final, a.receiver_outcome) for a in primary] == [
+        ("failed", "HTTP 503", False, ""), ("failed", "HTTP 503", False, ""), ("gave_up", "HTTP 503", True, "gave_up")]
+    (backup,) = record.of("backup")
+    assert (backup.outcome, backup.final, backup.receiver_outcome) == ("sent", True, "sent")
+    assert backup.started_at >= primary[-1].finished_at
+    (hook,) = rx.requests("/hook")
+    assert hook.json()["notification_id"] == 1
+
+
+def test_fallbacks_that_point_at_each_other_stop(rx: RecordingReceiver) -> None:
+    rx.fail("/a", 10)
+    rx.fail("/b", 10)
+    record = Attempts()
+    receivers = {"a": Receiver("a", (rx.ntfy_url("a"),), fallback="b"),
+                 "b": Receiver("b", (rx.ntfy_url("b"),), fallback="a")}
+    d = deliverer(receivers, record, max_attempts=1)
+    try:
+        d.submit("a", message())
+        assert d.wait_idle(10)
+    finally:
+        d.close()
+    assert [(a.receiver, a.outcome) for a in record.all] == [("a", "gave_up"), ("b", "gave_up")]
+
+
+def test_a_burst_of_20_to_one_ntfy_url_is_not_paced_by_apprise(rx: RecordingReceiver) -> None:
+    record = Attempts()
+    d = deliverer({"ops": Receiver("ops", (rx.ntfy_url("ops"),))}, record)
+    try:
+        start = time.time()
+        for n in range(1, 21):
+            d.submit("ops", message(n))
+        got = rx.wait_for(20, 30, "/ops")
+        assert d.wait_idle(10)
+    finally:
+        d.close()
+    # apprise's 5.5 s gap per instance would take 104.5 s; one send here takes milliseconds
+    assert got[-1].at - start < 3.0
+    assert sorted(json.loads(r.body)["title"] for r in got) == sorted(f"disk_full on h{n}" for n in range(1, 21))
+    assert sum(a.outcome == "sent" and a.final for a in record.all) == 20
+
+
+@pytest.mark.parametrize(("severity", "priority"), [("critical", "max"), ("warning", "high"), ("info", None)])
+def test_ntfy_headers_as_a_phone_gets_them(rx: RecordingReceiver, severity: str, priority: str | None) -> None:
+    record = Attempts()
+    d = deliverer({"ops": Receiver("ops", (rx.ntfy_url("ops"),))}, record)
+    try:
+        d.submit("ops", message(7, severity=severity))
+        d.submit("ops", message(8, severity=severity, event="resolved", ack=False))
+        assert d.wait_idle(10)
+    finally:
+        d.close()
+    firing, resolved = sorted(rx.requests("/ops"), key=lambda r: r.json()["title"])
+    # ntfy's priorities 5 and 4 by name; 3 is ntfy's default, which apprise leaves unsaid
+    assert firing.header("X-Priority") == priority
+    assert firing.header("X-Click") == "https://centre.example/alerts/7"
+    assert json.loads(firing.header("X-Actions") or "") == [
+        {"action": "http", "label": "Ack", "url": "https://centre.example/api/v1/alerts/7/ack?t=sig,ned",
+         "method": "POST", "clear": True},
+        {"action": "view", "label": "Open", "url": "https://centre.example/alerts/7"}]
+    assert firing.json() == {"topic": "ops", "title": "disk_full on h7", "message": message(7).body}
+    # resolved: no Ack button (nothing left to ack), still the way to the page
+    assert json.loads(resolved.header("X-Actions") or "") == [
+        {"action": "view", "label": "Open", "url": "https://centre.example/alerts/8"}]
+
+
+def test_json_webhook_carries_every_field(rx: RecordingReceiver) -> None:
+    record = Attempts()
+    d = deliverer({"hook": Receiver("hook", (rx.json_url("alerts/in"),))}, record)
+    try:
+        d.submit("hook", message(3, severity="warning"))
+        assert d.wait_idle(10)
+    finally:
+        d.close()
+    (got,) = rx.requests("/alerts/in")
+    body = got.json()
+    assert {k: body[k] for k in ("title", "message", "type", "notification_id", "alert_id", "event", "severity",
+                                 "click_url", "ack_url")} == {
+        "title": "disk_full on h3", "message": message(3).body, "type": "warning", "notification_id": 3,
+        "alert_id": 103, "event": "firing", "severity": "warning", "click_url": "https://centre.example/alerts/3",
+        "ack_url": "https://centre.example/api/v1/alerts/3/ack?t=sig,ned"}
+
+
+def test_receiver_with_two_urls_settles_once(rx: RecordingReceiver) -> None:
+    rx.fail("/bad", 10)
+    record = Attempts()
+    d = deliverer({"ops": Receiver("ops", (rx.ntfy_url("bad"), rx.ntfy_url("good")), fallback="spare"),
+                   "spare": Receiver("spare", (rx.ntfy_url("spare"),))}, record, max_attempts=2)
+    try:
+        d.submit("ops", message())
+        assert d.wait_idle(10)
+    finally:
+        d.close()
+    finals = [a for a in record.all if a.final]
+    assert [(a.receiver, a.receiver_outcome) for a in finals] == [("ops", "sent")]
+    assert rx.requests("/spare") == []  # one URL reached the on-call: no fallback
+
+
+def test_no_secret_in_attempts_or_logs(rx: RecordingReceiver, caplog: pytest.LogCaptureFixture) -> None:
+    secret_url = f"ntfy://pager:hunter2-pw@127.0.0.1:{rx.port}/ops"
+    token_url = f"ntfy://127.0.0.1:{rx.port}/tok?auth=token&token=tk_s3cr3tvalue"
+    rx.fail("/ops", 1)
+    rx.fail("/tok", 1)
+    record = Attempts()
+    caplog.set_level(logging.DEBUG)
+    d = deliverer({"ops": Receiver("ops", (secret_url, token_url))}, record)
+    try:
+        d.submit("ops", message())
+        assert d.wait_idle(10)
+    finally:
+        d.close()
+    (first,) = rx.requests("/ops")[:1]
+    assert first.header("Authorization")  # the secrets did reach the receiver...
+    assert len(record.all) == 4
+    text = "\n".join(repr(a) for a in record.all)
+    formatter = JsonFormatter()
+    text += "\n".join(formatter.format(r) for r in caplog.records)
+    for secret in ("hunter2-pw", "tk_s3cr3tvalue"):  # ...and nowhere else
+        assert secret not in text
+
+
+def test_unreachable_url_gives_up_with_a_clear_error() -> None:
+    with RecordingReceiver() as gone:
+        url = gone.ntfy_url("ops")
+    record = Attempts()
+    d = deliverer({"ops": Receiver("ops", (url,))}, record, max_attempts=2)
+    try:
+        d.submit("ops", message())
+        assert d.wait_idle(10)
+    finally:
+        d.close()
+    assert [(a.outcome, a.error) for a in record.all] == [("failed", "no HTTP response (ConnectionError)"),
+                                                          ("gave_up", "no HTTP response (ConnectionError)")]
+
+
+def test_bad_configuration_is_refused_with_what_was_expected(rx: RecordingReceiver) -> None:
+    with pytest.raises(ValueError, match=r"receiver 'ops': URL with scheme 'nope' is not a valid apprise URL"):
+        Deliverer({"ops": Receiver("ops", ("nope://x",))}, Attempts())
+    with pytest.raises(ValueError, match=r"receiver 'ops': fallback: value 'ghost'"):
+        Deliverer({"ops": Receiver("ops", (rx.ntfy_url("x"),), fallback="ghost")}, Attempts())
+    with pytest.raises(ValueError, match=r"receiver 'ops': urls: expected at least one"):
+        Deliverer({"ops": Receiver("ops", ())}, Attempts())
+    d = deliverer({"ops": Receiver("ops", (rx.ntfy_url("x"),))}, Attempts())
+    try:
+        with pytest.raises(ValueError, match=r"receiver 'pager': not configured \(expected one of ops\)"):
+            d.submit("pager", message())
+    finally:
+        d.close()
+    with pytest.raises(ValueError, match=r"Message.severity: value 'urgent'"):
+        Message(1, 1, "firing", "urgent", "t", "b", None, None)
