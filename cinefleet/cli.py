@@ -44,6 +44,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from cinefleet import logs
+from control_plane.alerts.cli import alerts_app
 from control_plane.audit import AuditBroken
 from control_plane.cli import control_app
 from control_plane.errors import (
@@ -171,6 +172,7 @@ audit_app = typer.Typer(help="Hash-chained audit logs: an agent's file, or the c
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(control_app, name="control")
+app.add_typer(alerts_app, name="alerts")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(pki_app, name="pki")
 app.command("ops")(ops)

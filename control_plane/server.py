@@ -29,6 +29,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
+from control_plane.alerts.ack import ACK_KEY_FILE
 from control_plane.api import create_app
 from control_plane.commands import Commands, parse_policy
 from control_plane.database import migrate, open_engine, sqlite_url
@@ -134,8 +135,8 @@ class ControlServer:
             commands = Commands(self.engine, FleetDirectory(self.engine, config.liveness),
                                 SignerClient(config.signer_socket or config.data_dir / SIGNER_SOCKET),
                                 policy=policy, tls_dir=config.agent_tls_dir)
-            self.http = _HttpServer(create_app(self.engine, People(self.engine), commands, config.liveness),
-                                    config.http_listen)
+            self.http = _HttpServer(create_app(self.engine, People(self.engine), commands, config.liveness,
+                                               ack_key_file=config.data_dir / ACK_KEY_FILE), config.http_listen)
 
     def start(self) -> str:
         listen = self.config.grpc_listen
