@@ -377,6 +377,27 @@ def bench_control(
                          runs=runs, parts=chosen)
 
 
+@bench_app.command("alerts")
+def bench_alerts(
+    workdir: Annotated[Path | None, typer.Option(help="Scratch folder (default: a temporary one).")] = None,
+    messages: Annotated[int, typer.Option(help="Messages timed one at a time through delivery, and as many raw.")] =
+    200,
+    naive: Annotated[int, typer.Option(help="Messages sent through one plain apprise object (its 5.5 s gap); "
+                                            "0 skips it.")] = 3,
+    parts: Annotated[str, typer.Option(help="Comma-separated parts to run: delivery, burst.")] = "delivery,burst",
+) -> None:
+    """Alert delivery: submit to arrival at an ntfy receiver, and a burst of 20 to one URL, against raw POSTs."""
+    module = _bench_module("alerts")
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    if not chosen or set(chosen) - set(module.PARTS):
+        raise _fail(EXIT_INPUT, f"--parts: value {parts!r}: expected a comma-separated subset of "
+                                f"{', '.join(module.PARTS)}")
+    if messages < 1 or naive < 0:
+        raise _fail(EXIT_INPUT, f"--messages {messages}, --naive {naive}: expected at least 1 message and a "
+                                "non-negative --naive")
+    module.run_benchmark(workdir=workdir, messages=messages, naive=naive, parts=chosen)
+
+
 def _bench_module(name: str) -> ModuleType:
     """A benchmark (``cinefleet.bench.NAME``), imported only when it runs: they pull in every component."""
     return importlib.import_module(f"cinefleet.bench.{name}")

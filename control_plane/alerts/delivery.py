@@ -9,7 +9,8 @@ is built here:
 * **Our own timeout per send.** Each attempt runs in its own short-lived thread with apprise's
   socket timeouts set to ours; the worker stops waiting at ``timeout_s`` whatever the socket does.
 * **Retries with exponential backoff and full jitter** (a random wait in ``[0, min(max, base·2ⁿ)]``),
-  up to ``max_attempts``; the last failure is recorded as ``gave_up``.
+  up to ``max_attempts``; the last failure is recorded as ``gave_up``. A 4xx answer other than 408,
+  425 and 429 is not retried: the same request would be refused again.
 * **HTTP 429 honoured.** apprise reports a 429 only as a failed send and drops the response's
   ``Retry-After``; :func:`_capture_responses` keeps, for the sending thread only, the status and
   ``Retry-After`` of each HTTP response ``requests`` returns, and the whole URL then waits that long.
@@ -51,6 +52,9 @@ SEVERITIES = tuple(NTFY_PRIORITY)
 EVENTS = ("firing", "escalation", "resolved", "test")
 #: The longest ``Retry-After`` we wait: beyond it a page would be worthless anyway, so we retry then.
 RETRY_AFTER_MAX_S = 300.0
+#: Answers that the same request will get again (bad credentials, no such topic, too large): no retry,
+#: straight to the fallback. 408 (timeout), 425 and 429 (come back later) are not among them.
+PERMANENT = frozenset(range(400, 500)) - {408, 425, 429}
 NTFY_SCHEMES = ("ntfy", "ntfys")
 JSON_SCHEMES = ("json", "jsons")
 
@@ -299,7 +303,7 @@ class _UrlWorker:
         if retry_after is not None:
             with self.cond:
                 self.not_before = max(self.not_before, time.monotonic() + retry_after)
-        if job.attempt >= d.max_attempts or d.closing:
+        if job.attempt >= d.max_attempts or d.closing or outcome == "refused":
             d._finish(self.target, job, started, finished, "gave_up", error)
             return
         d._record(Attempt(job.message.notification_id, job.message.alert_id, self.target.receiver,
@@ -311,7 +315,10 @@ class _UrlWorker:
                       job.tried))
 
     def _send(self, message: Message) -> tuple[str, str, float | None]:
-        """One attempt, bounded by our timeout: (outcome, error without secrets, Retry-After seconds)."""
+        """One attempt, bounded by our timeout: (outcome, error without secrets, Retry-After seconds).
+
+        The outcome is an :class:`Attempt` outcome, or ``refused`` for a permanent answer (gives up at once).
+        """
         timeout_s = self.deliverer.timeout_s
         try:
             notifier = self.target.notifier(message, timeout_s)
@@ -348,6 +355,8 @@ class _UrlWorker:
             wait = _retry_after_s(last.retry_after, time.time())
             told = f", Retry-After {wait:g} s" if wait is not None else ", no Retry-After"
             return "rate_limited", f"HTTP 429{told}", wait
+        if last.status in PERMANENT:
+            return "refused", f"HTTP {last.status} (not retried: the service refuses this request as it is)", None
         return "failed", f"HTTP {last.status}", None
 
 

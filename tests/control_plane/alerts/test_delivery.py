@@ -278,3 +278,19 @@ def test_bad_configuration_is_refused_with_what_was_expected(rx: RecordingReceiv
         d.close()
     with pytest.raises(ValueError, match=r"Message.severity: value 'urgent'"):
         Message(1, 1, "firing", "urgent", "t", "b", None, None)
+
+
+def test_a_refusal_is_not_retried_and_goes_to_the_fallback(rx: RecordingReceiver) -> None:
+    rx.fail("/ops", 10, status=401)
+    record = Attempts()
+    receivers = {"ops": Receiver("ops", (rx.ntfy_url("ops"),), fallback="spare"),
+                 "spare": Receiver("spare", (rx.ntfy_url("spare"),))}
+    d = deliverer(receivers, record, max_attempts=5)
+    try:
+        d.submit("ops", message())
+        assert d.wait_idle(10)
+    finally:
+        d.close()
+    assert len(rx.requests("/ops")) == 1
+    assert [(a.receiver, a.outcome, a.error) for a in record.all] == [
+        ("ops", "gave_up", "HTTP 401 (not retried: the service refuses this request as it is)"), ("spare", "sent", "")]

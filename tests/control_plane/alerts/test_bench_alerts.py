@@ -1,0 +1,18 @@
+"""``cinefleet bench alerts`` at tiny sizes: every part runs against the real receiver and every figure is measured."""
+
+from __future__ import annotations
+
+import math
+
+from cinefleet.bench import alerts
+
+
+def test_delivery_and_burst_parts_measure_real_arrivals() -> None:
+    figures = alerts.run_benchmark(messages=5, naive=0, parts=("delivery", "burst"))
+    for name in ("delivery_p50_ms", "delivery_p99_ms", "delivery_raw_p50_ms", "delivery_raw_p99_ms",
+                 "burst_last_s", "burst_raw_last_s"):
+        assert math.isfinite(figures[name]) and figures[name] > 0, (name, figures[name])
+    assert figures["delivery_p50_ms"] <= figures["delivery_p99_ms"]
+    # apprise's own pacing would put the 20th message at 104.5 s
+    assert figures["burst_last_s"] < alerts.APPRISE_GAP_S
+    assert math.isnan(figures["burst_apprise_gap_s"])  # naive=0 skips plain apprise
