@@ -14,10 +14,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from control_plane.alerts.session import write_session
 from control_plane.alerts.silences import parse_matchers
-from control_plane.alerts.tables import AlertRow, AttemptRow, NotificationRow, SilenceRow, write_session
 from control_plane.audit import AuditLog
 from control_plane.errors import Conflict, ControlInputError, NotFound
+from control_plane.tables import AlertRow, AttemptRow, NotificationRow, SilenceRow
 
 STATUSES = ("pending", "firing", "acked", "silenced", "resolved")
 #: The longest silence: a forgotten one must not hide a fleet for ever.

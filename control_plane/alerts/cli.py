@@ -140,7 +140,7 @@ def test_command(receiver: Annotated[str, typer.Argument(help="A receiver of the
     """Send a test message to RECEIVER and say how it went (exit non-zero when it did not arrive)."""
     from control_plane.alerts.delivery import Deliverer
     from control_plane.alerts.engine import Emitter, receivers_of
-    from control_plane.alerts.tables import NotificationRow
+    from control_plane.tables import NotificationRow
 
     settings = load(config)
     settings.receiver(receiver)

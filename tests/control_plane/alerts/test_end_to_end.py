@@ -26,8 +26,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from control_plane.alerts.tables import AlertRow
 from control_plane.alerts.testing import RecordingReceiver
+from control_plane.tables import AlertRow
 from control_plane.testing import Centre
 from ops_agent import keys
 from ops_agent.testing import AgentProcess

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 
 from control_plane.alerts import actions
 from control_plane.alerts.ack import ACK_KEY_FILE, sign
-from control_plane.alerts.tables import AlertRow, AttemptRow, NotificationRow
 from control_plane.api import create_app
 from control_plane.commands import Commands
 from control_plane.database import migrate, open_engine, sqlite_url
@@ -28,7 +27,7 @@ from control_plane.directory import FleetDirectory
 from control_plane.ingest import Batch, Event, Ingest
 from control_plane.people import People
 from control_plane.signer import SignerClient
-from control_plane.tables import AuditRow
+from control_plane.tables import AlertRow, AttemptRow, AuditRow, NotificationRow
 from tests.control_plane.alerts.fleetfeed import KEY, Harness, harness, serving
 
 
