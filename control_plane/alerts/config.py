@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import apprise
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -131,8 +132,11 @@ class Inhibit(_Strict):
 
 
 class Deadman(_Strict):
-    url: str = Field(min_length=1)
-    interval: Duration = 60.0
+    """The dead-man heartbeat: pinged every ``interval`` so that a dead emitter is noticed elsewhere."""
+
+    url: str = Field(pattern=r"^https?://[^/\s]+")
+    interval: Annotated[float, BeforeValidator(seconds), Field(gt=0)] = 60.0
+    method: Literal["GET", "POST"] = "GET"
 
 
 #: host_down mutes what that host does; a disconnected site mutes its hosts being down.
@@ -173,6 +177,11 @@ class AlertConfig(_Strict):
                 raise _Located(("receivers", index, "name"), name, "a receiver name used once")
             seen.add(name)
         for index, receiver in enumerate(self.receivers):
+            for position, url in enumerate(receiver.urls):
+                if apprise.Apprise.instantiate(url, suppress_exceptions=True) is None:
+                    scheme = url.split("://", 1)[0] if "://" in url else "(none)"
+                    raise _Located(("receivers", index, "urls", position), f"{scheme}://...",
+                                   "an apprise URL such as ntfy://host/topic, json://host/path, pover://user@token")
             if receiver.fallback is not None and receiver.fallback not in seen | {None}:
                 raise _Located(("receivers", index, "fallback"), receiver.fallback, "the name of a receiver")
             if receiver.fallback == receiver.name:

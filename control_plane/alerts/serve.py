@@ -92,6 +92,7 @@ def run(emitter: Emitter, tick_s: float, stop: threading.Event,
 def serve(where: Where, config: AlertConfig) -> None:
     """Run the emitter until SIGTERM/SIGINT."""
     from control_plane.alerts.delivery import Deliverer
+    from control_plane.alerts.heartbeat import Heartbeat
 
     key = where.ack_key(config)
     engine = where.engine()
@@ -100,7 +101,11 @@ def serve(where: Where, config: AlertConfig) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    heartbeat = (Heartbeat(config.deadman.url, interval_s=config.deadman.interval, method=config.deadman.method)
+                 if config.deadman else None)
     try:
+        if heartbeat is not None:
+            heartbeat.start()
         resumed = emitter.attach(deliverer)
         if resumed:
             log.info("resumed %d notifications left pending by the previous run", resumed)
@@ -109,6 +114,8 @@ def serve(where: Where, config: AlertConfig) -> None:
         log.info("alerts serve: ticking every %g s", config.tick)
         run(emitter, config.tick, stop)
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         deliverer.wait_idle(STOP_GRACE_S)
         deliverer.close()
         engine.dispose()
