@@ -386,7 +386,9 @@ def bench_alerts(
                                             "0 skips it.")] = 3,
     events: Annotated[int, typer.Option(help="Distinct critical alerts timed from event to receiver.")] = 100,
     tick: Annotated[float, typer.Option(help="Seconds between two ticks of the emitter (event part).")] = 0.5,
-    duplicates: Annotated[int, typer.Option(help="Duplicate events of one alert (dedup part).")] = 10_000,
+    duplicates: Annotated[int, typer.Option(help="Duplicate events of one alert, streamed (dedup part).")] = 10_000,
+    ticked: Annotated[int, typer.Option(help="Duplicate events each ticked on its own first (dedup part).")] =
+    1_000,
     parts: Annotated[str, typer.Option(help="Comma-separated parts to run: delivery, burst, event, dedup.")] =
     "delivery,burst,event,dedup",
 ) -> None:
@@ -396,11 +398,12 @@ def bench_alerts(
     if not chosen or set(chosen) - set(module.PARTS):
         raise _fail(EXIT_INPUT, f"--parts: value {parts!r}: expected a comma-separated subset of "
                                 f"{', '.join(module.PARTS)}")
-    if messages < 1 or naive < 0 or events < 1 or tick <= 0 or duplicates < 1:
+    if messages < 1 or naive < 0 or events < 1 or tick <= 0 or duplicates < 1 or ticked < 0:
         raise _fail(EXIT_INPUT, f"--messages {messages}, --naive {naive}, --events {events}, --tick {tick}, "
-                                f"--duplicates {duplicates}: expected positive numbers (--naive may be 0)")
+                                f"--duplicates {duplicates}, --ticked {ticked}: expected positive numbers (--naive "
+                                "and --ticked may be 0)")
     module.run_benchmark(workdir=workdir, messages=messages, naive=naive, events=events, tick=tick,
-                         duplicates=duplicates, parts=chosen)
+                         duplicates=duplicates, ticked=ticked, parts=chosen)
 
 
 def _bench_module(name: str) -> ModuleType:

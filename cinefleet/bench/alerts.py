@@ -17,10 +17,11 @@ receiver*, each against a same-run baseline:
    runs it) → the first delivery attempt at the receiver: p50/p99 over ``events`` (default 100)
    distinct critical alerts, each at a random moment of a tick (goal p99 ≤ 1 s). Beside it, what
    one tick takes, and a raw POST to the receiver.
-4. ``dedup``: one failing stage seen again ``duplicates`` times (default 10,000), each written
-   then ticked on its own (the worst case: no two duplicates share a tick) → exactly one
-   notification at the receiver, the alert's count, and the time the emitter took to absorb them,
-   against ticks that see nothing new.
+4. ``dedup``: one failing stage failing again and again → exactly one notification at the
+   receiver. First ``ticked`` duplicates (default 1,000) each written then ticked on its own (the
+   worst case: every repeat is evaluated), against ticks that see nothing new; then ``duplicates``
+   (default 10,000) written as replication applies them, 100 per transaction, while the emitter
+   ticks every 0.5 s: the time until a tick has seen the last one.
 
 Everything shares this machine's cores; the figures are what one emitter does here.
 """
@@ -60,6 +61,10 @@ TENANT = "tenant-bench"
 BURST = 20
 #: apprise's default gap between two sends of one plugin instance (NotifyBase.request_rate_per_sec).
 APPRISE_GAP_S = 5.5
+#: The emitter's tick while duplicates stream in (``alerts serve``'s default).
+DEDUP_TICK_S = 0.5
+#: Duplicate events per transaction, as replication applies a pushed batch.
+DUPLICATE_BATCH = 100
 #: Seconds any single wait of the bench may take before it fails loudly.
 WAIT_S = 60.0
 
@@ -174,9 +179,15 @@ def _fleet(folder: Path, name: str) -> Engine:
 
 
 def _config(rx: RecordingReceiver, tick_s: float) -> AlertConfig:
-    """Every alert to one ntfy receiver; job_failed critical (critical goes at once, no flap wait)."""
+    """Every alert to one ntfy receiver; job_failed critical (critical goes at once, no flap wait).
+
+    excessive_retries is set out of reach: the duplicates are the stage's attempts counting up, which
+    past 3 would (rightly) raise that second alert.
+    """
     return AlertConfig(tick=tick_s, receivers=[ReceiverConfig(name="ops", urls=[rx.ntfy_url("ops")])],
-                       routes=[Route(receivers=["ops"])], types={"job_failed": TypeRule(severity="critical")})
+                       routes=[Route(receivers=["ops"])],
+                       types={"job_failed": TypeRule(severity="critical"),
+                              "excessive_retries": TypeRule(threshold=1e12)})
 
 
 def _fail_stage(engine: Engine, n: int, attempts: int = 1) -> None:
@@ -258,56 +269,98 @@ def bench_event(folder: Path, events: int, tick_s: float) -> dict[str, float]:
     return figures
 
 
-def bench_dedup(folder: Path, duplicates: int) -> dict[str, float]:
-    """One failing stage seen again ``duplicates`` times, each in a tick of its own: one notification."""
-    engine = _fleet(folder, "dedup")
+def _duplicate(engine: Engine, attempts: range) -> None:
+    """The failed stage of run 1 failing again, once per number in ``attempts``, in one transaction."""
     table = StageRow.__table__
+    with engine.begin() as connection:
+        for attempt in attempts:
+            connection.execute(update(table).where(table.c.run_id == "run000001")
+                               .values(attempts=attempt, updated_at=time.time()))
+
+
+def bench_dedup(folder: Path, duplicates: int, ticked: int) -> dict[str, float]:
+    """One failing stage seen again and again: exactly one notification, and how fast the repeats are absorbed.
+
+    First ``ticked`` duplicates each written then ticked on its own (the worst case: every repeat is
+    evaluated); then ``duplicates`` written as replication applies them (batches of
+    :data:`DUPLICATE_BATCH` events per transaction, as fast as the database takes them) while the
+    emitter runs its own loop, until a tick has seen the last one.
+    """
+    engine = _fleet(folder, "dedup")
     with RecordingReceiver() as rx:
-        config = _config(rx, 0.5)
-        emitter = Emitter(engine, config, b"k" * 32)
+        config = _config(rx, DEDUP_TICK_S)
+        emitter = _TimedEmitter(engine, config, b"k" * 32)
         deliverer = Deliverer(receivers_of(config), emitter.record)
         emitter.attach(deliverer, resume=False)
+        stop = threading.Event()
+        ticker = threading.Thread(target=run, args=(emitter, DEDUP_TICK_S, stop), name="bench-emitter", daemon=True)
         try:
             _fail_stage(engine, 1)
             emitter.tick()
             rx.wait_for(1, WAIT_S, "/ops")
             quiet: list[float] = []
-            for _ in range(min(200, duplicates)):  # the baseline: ticks that see nothing new
+            for _ in range(min(200, max(ticked, 10))):  # the baseline: ticks that see nothing new
                 started = time.perf_counter()
                 emitter.tick()
                 quiet.append(time.perf_counter() - started)
             started = time.perf_counter()
-            for attempts in range(2, duplicates + 2):
-                # the same stage failing again, as replication applies it: a new occurrence of one alert
-                with engine.begin() as connection:
-                    connection.execute(update(table).where(table.c.run_id == "run000001")
-                                       .values(attempts=attempts, updated_at=time.time()))
+            for attempt in range(2, ticked + 2):
+                _duplicate(engine, range(attempt, attempt + 1))
                 emitter.tick()
-            absorb_s = time.perf_counter() - started
+            ticked_s = time.perf_counter() - started
+
+            last = ticked + 1 + duplicates
+            emitter.took.clear()
+            ticker.start()
+            started = time.perf_counter()
+            for first in range(ticked + 2, last + 1, DUPLICATE_BATCH):
+                _duplicate(engine, range(first, min(first + DUPLICATE_BATCH, last + 1)))
+            written_s = time.perf_counter() - started
+            wait_for_alert = time.monotonic() + WAIT_S
+            while _occurrence(engine) != f"attempt {last}":
+                if time.monotonic() > wait_for_alert:
+                    raise AssertionError(f"the emitter did not see attempt {last} within {WAIT_S} s")
+                time.sleep(0.01)
+            streamed_s = time.perf_counter() - started
+            stop.set()
+            ticker.join(WAIT_S)
             if not deliverer.wait_idle(WAIT_S):
                 raise AssertionError("the deliverer did not settle")
             time.sleep(0.2)  # a second notification, were there one, would have arrived by now
             arrived = len(rx.requests("/ops"))
         finally:
+            stop.set()
             deliverer.close()
     with engine.connect() as connection:
         notifications = connection.scalar(select(func.count()).select_from(NotificationRow))
         count = connection.scalar(select(AlertRow.count))
     engine.dispose()
-    if notifications != 1 or arrived != 1 or count != duplicates + 1:
-        raise AssertionError(f"{duplicates} duplicates: expected 1 notification, 1 arrival and a count of "
-                             f"{duplicates + 1}; got {notifications}, {arrived}, {count}")
-    figures = {"dedup_notifications": float(notifications), "dedup_absorb_s": absorb_s,
-               "dedup_per_event_ms": absorb_s / duplicates * 1000, "dedup_quiet_tick_ms": _ms(quiet, 0.5)}
-    print(f"dedup, one failing stage seen {duplicates:,} more times (each written, then a tick): "
-          f"{notifications} notification, alert count {count:,}, absorbed in {absorb_s:.1f} s "
-          f"({figures['dedup_per_event_ms']:.2f} ms per event: the write and a tick); a tick that sees nothing "
-          f"new: {figures['dedup_quiet_tick_ms']:.2f} ms")
+    if notifications != 1 or arrived != 1 or count is None or count < ticked + 2:
+        raise AssertionError(f"{ticked} + {duplicates} duplicates: expected 1 notification, 1 arrival and a count "
+                             f"over {ticked + 1}; got {notifications}, {arrived}, {count}")
+    figures = {"dedup_notifications": float(notifications), "dedup_count": float(count),
+               "dedup_ticked_per_event_ms": ticked_s / ticked * 1000 if ticked else float("nan"),
+               "dedup_quiet_tick_ms": _ms(quiet, 0.5), "dedup_written_s": written_s, "dedup_absorb_s": streamed_s,
+               "dedup_stream_ticks": float(len(emitter.took))}
+    print(f"dedup, one failing stage: {notifications} notification at the receiver, alert count {count:,}")
+    if ticked:
+        print(f"  {ticked:,} duplicates each written then ticked on its own: "
+              f"{figures['dedup_ticked_per_event_ms']:.1f} ms per duplicate (a write and a tick); a tick that sees "
+              f"nothing new: {figures['dedup_quiet_tick_ms']:.1f} ms")
+    print(f"  {duplicates:,} duplicates as replication applies them ({DUPLICATE_BATCH} per transaction) with the "
+          f"emitter ticking every {DEDUP_TICK_S:g} s: written in {written_s:.2f} s, absorbed (a tick saw the last) "
+          f"{streamed_s:.2f} s after the first, over {len(emitter.took)} ticks")
     return figures
 
 
+def _occurrence(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return connection.scalar(select(AlertRow.occurrence).where(AlertRow.alert_type == "job_failed"))
+
+
 def run_benchmark(workdir: Path | None = None, messages: int = 200, naive: int = 3, events: int = 100,
-                  tick: float = 0.5, duplicates: int = 10_000, parts: tuple[str, ...] = PARTS) -> dict[str, float]:
+                  tick: float = 0.5, duplicates: int = 10_000, ticked: int = 1_000,
+                  parts: tuple[str, ...] = PARTS) -> dict[str, float]:
     own = workdir is None
     folder = Path(tempfile.mkdtemp(prefix="cinefleet-bench-alerts-")) if own else workdir
     assert folder is not None
@@ -323,7 +376,7 @@ def run_benchmark(workdir: Path | None = None, messages: int = 200, naive: int =
         if "event" in parts:
             figures |= bench_event(folder, events, tick)
         if "dedup" in parts:
-            figures |= bench_dedup(folder, duplicates)
+            figures |= bench_dedup(folder, duplicates, ticked)
     finally:
         if own:
             shutil.rmtree(folder, ignore_errors=True)
