@@ -124,7 +124,7 @@ def bench_delivery(messages: int) -> dict[str, float]:
     print(f"delivery, {messages} critical messages one at a time, submit -> request at the ntfy receiver: "
           f"p50 {figures['delivery_p50_ms']:.1f} ms, p99 {figures['delivery_p99_ms']:.1f} ms; a raw HTTP POST: "
           f"p50 {figures['delivery_raw_p50_ms']:.1f} ms, p99 {figures['delivery_raw_p99_ms']:.1f} ms "
-          f"(apprise and the worker add {figures['delivery_p50_ms'] - figures['delivery_raw_p50_ms']:.1f} ms "
+          f"(apprise and the worker: {figures['delivery_p50_ms'] - figures['delivery_raw_p50_ms']:+.1f} ms "
           f"at the median)")
     return figures
 
