@@ -3,8 +3,9 @@
 Each evaluation returns the conditions that hold at ``now``; an alert whose condition is no longer
 among them has resolved. Where a condition's source is:
 
-* job_failed: a replicated stage in ``failed`` of a run that failed (sites do not retry on their
-  own: a failed stage is final until an operator's ``retry-stage``); resolves when the stage runs again.
+* job_failed: a replicated stage in ``failed`` of a run in ``failed`` (sites do not retry on their
+  own: a failed stage is final until an operator's ``retry-stage``); resolves when the stage runs
+  again or the run is cancelled (someone dealt with it). A blocked run is canon_blocked instead.
 * excessive_retries: a stage not done whose ``attempts`` exceed the threshold.
 * canon_blocked: a run in ``blocked`` (a gate refused it; the run's detail names rule and facts).
 * host_down: :func:`control_plane.health.judge` says ``offline`` (never for ``disconnected``).
@@ -89,7 +90,7 @@ def _stages(session: Session, config: AlertConfig) -> list[Condition]:
         select(StageRow.site_id, StageRow.run_id, StageRow.stage_id, StageRow.tenant_id, StageRow.attempts,
                StageRow.worker, StageRow.error)
         .join(RunRow, (RunRow.site_id == StageRow.site_id) & (RunRow.run_id == StageRow.run_id))
-        .where(StageRow.status == "failed", RunRow.status != "blocked"))
+        .where(StageRow.status == "failed", RunRow.status == "failed"))
     for s in failed:
         out.append(Condition(
             key("job_failed", s.site_id, s.run_id, s.stage_id), "job_failed", config.severity("job_failed"),
@@ -102,13 +103,13 @@ def _stages(session: Session, config: AlertConfig) -> list[Condition]:
             select(StageRow.site_id, StageRow.run_id, StageRow.stage_id, StageRow.tenant_id, StageRow.attempts,
                    StageRow.status)
             .where(StageRow.attempts > threshold, StageRow.status.not_in(("done", "skipped", "cancelled"))))
-        for s in retried:
+        for r in retried:
             out.append(Condition(
-                key("excessive_retries", s.site_id, s.run_id, s.stage_id), "excessive_retries",
+                key("excessive_retries", r.site_id, r.run_id, r.stage_id), "excessive_retries",
                 config.severity("excessive_retries"),
-                f"stage {s.stage_id} of run {s.run_id} is on attempt {s.attempts} (threshold {threshold:g}), "
-                f"now {s.status}", f"/runs/{s.site_id}/{s.run_id}", f"attempt {s.attempts}", s.site_id, s.tenant_id,
-                s.run_id, s.stage_id))
+                f"stage {r.stage_id} of run {r.run_id} is on attempt {r.attempts} (threshold {threshold:g}), "
+                f"now {r.status}", f"/runs/{r.site_id}/{r.run_id}", f"attempt {r.attempts}", r.site_id, r.tenant_id,
+                r.run_id, r.stage_id))
     return out
 
 

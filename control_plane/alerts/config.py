@@ -156,8 +156,8 @@ class AlertConfig(_Strict):
     ack_ttl: Duration = 86400.0
     #: The ack URLs' HMAC key; default ``CONTROL_DIR/alert-ack.key``, made on first start.
     ack_key_file: Path | None = None
-    #: The centre's liveness thresholds, as ``control serve`` is given them.
-    interval: Duration = 5.0
+    #: A site heard from neither by push nor by host report for this long is disconnected (as ``control serve
+    #: --site-timeout``); hosts are judged on the interval each agent reports with.
     site_timeout: Duration = 15.0
     types: dict[AlertType, TypeRule] = Field(default_factory=dict)
     #: Per tenant, the most USD its runs may spend in 24 hours (budget_exceeded).

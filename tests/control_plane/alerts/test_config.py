@@ -101,3 +101,11 @@ def test_alerts_serve_refuses_a_bad_file_before_doing_anything(tmp_path: Path) -
                               "--config", str(tmp_path / "absent.yaml")], capture_output=True, text=True, timeout=60,
                              check=False)
     assert missing.returncode == 2 and "absent.yaml: cannot be read" in missing.stderr
+
+
+def test_the_documented_example_is_a_valid_configuration() -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "alerts.md").read_text(encoding="utf-8")
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = parse(example, "docs/alerts.md")
+    assert [r.name for r in config.receivers] == ["oncall", "lead", "mail"]
+    assert config.budgets == {"tenant-a": 200.0} and config.backlog() == 50000

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -22,12 +23,25 @@ from control_plane.alerts.ack import ACK_KEY_FILE, sign
 from control_plane.alerts.tables import AlertRow, AttemptRow, NotificationRow
 from control_plane.api import create_app
 from control_plane.commands import Commands
+from control_plane.database import migrate, open_engine, sqlite_url
 from control_plane.directory import FleetDirectory
 from control_plane.ingest import Batch, Event, Ingest
 from control_plane.people import People
 from control_plane.signer import SignerClient
 from control_plane.tables import AuditRow
 from tests.control_plane.alerts.fleetfeed import KEY, Harness, harness, serving
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Engine]:
+    """A migrated fleet database of each kind the centre runs on (row locks and write locks differ)."""
+    url = sqlite_url(tmp_path / "fleet.db") if request.param == "sqlite" else request.getfixturevalue("postgres_db")
+    opened = open_engine(url)
+    migrate(opened)
+    try:
+        yield opened
+    finally:
+        opened.dispose()
 
 
 def _alerts(engine: Engine) -> list[AlertRow]:
@@ -147,7 +161,8 @@ def _app(engine: Engine, tmp: Any) -> Iterator[httpx.Client]:
         yield client
 
 
-def test_critical_goes_at_once_escalates_and_the_ack_link_stops_it(engine: Engine, tmp_path: Any) -> None:
+def test_critical_goes_at_once_escalates_and_the_ack_link_stops_it(any_db: Engine, tmp_path: Any) -> None:
+    engine = any_db
     with harness(engine) as h, _app(engine, tmp_path) as client:
         _host_down(h)
         h.tick()
@@ -286,7 +301,8 @@ def test_when_the_centre_loses_every_site_at_once_nothing_storms(engine: Engine)
         assert [m["title"] for m in h.got("oncall")] == ["[CRITICAL] site_disconnected at s3"]
 
 
-def test_a_restarted_emitter_neither_loses_a_resolve_nor_sends_twice(engine: Engine) -> None:
+def test_a_restarted_emitter_neither_loses_a_resolve_nor_sends_twice(any_db: Engine) -> None:
+    engine = any_db
     with harness(engine) as h:
         _host_down(h)
         h.tick()
