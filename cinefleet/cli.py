@@ -384,18 +384,26 @@ def bench_alerts(
     200,
     naive: Annotated[int, typer.Option(help="Messages sent through one plain apprise object (its 5.5 s gap); "
                                             "0 skips it.")] = 3,
-    parts: Annotated[str, typer.Option(help="Comma-separated parts to run: delivery, burst.")] = "delivery,burst",
+    events: Annotated[int, typer.Option(help="Distinct critical alerts timed from event to receiver.")] = 100,
+    tick: Annotated[float, typer.Option(help="Seconds between two ticks of the emitter (event part).")] = 0.5,
+    duplicates: Annotated[int, typer.Option(help="Duplicate events of one alert, streamed (dedup part).")] = 10_000,
+    ticked: Annotated[int, typer.Option(help="Duplicate events each ticked on its own first (dedup part).")] =
+    1_000,
+    parts: Annotated[str, typer.Option(help="Comma-separated parts to run: delivery, burst, event, dedup.")] =
+    "delivery,burst,event,dedup",
 ) -> None:
-    """Alert delivery: submit to arrival at an ntfy receiver, and a burst of 20 to one URL, against raw POSTs."""
+    """Alerts: event to receiver p50/p99, 10,000 duplicates to one notification, a burst of 20 to one URL."""
     module = _bench_module("alerts")
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
     if not chosen or set(chosen) - set(module.PARTS):
         raise _fail(EXIT_INPUT, f"--parts: value {parts!r}: expected a comma-separated subset of "
                                 f"{', '.join(module.PARTS)}")
-    if messages < 1 or naive < 0:
-        raise _fail(EXIT_INPUT, f"--messages {messages}, --naive {naive}: expected at least 1 message and a "
-                                "non-negative --naive")
-    module.run_benchmark(workdir=workdir, messages=messages, naive=naive, parts=chosen)
+    if messages < 1 or naive < 0 or events < 1 or tick <= 0 or duplicates < 1 or ticked < 0:
+        raise _fail(EXIT_INPUT, f"--messages {messages}, --naive {naive}, --events {events}, --tick {tick}, "
+                                f"--duplicates {duplicates}, --ticked {ticked}: expected positive numbers (--naive "
+                                "and --ticked may be 0)")
+    module.run_benchmark(workdir=workdir, messages=messages, naive=naive, events=events, tick=tick,
+                         duplicates=duplicates, ticked=ticked, parts=chosen)
 
 
 def _bench_module(name: str) -> ModuleType:

@@ -346,9 +346,12 @@ class _UrlWorker:
         ok, responses = result[0]
         if ok:
             return "sent", "", None
-        last = responses[-1] if responses else None
-        if last is None:
-            return "failed", "apprise sent no HTTP request (see the apprise log)", None
+        # a URL with several ntfy topics makes a request each: the failure is the last one not answered 2xx
+        failures = [r for r in responses if r.status is None or not 200 <= r.status < 300]
+        last = failures[-1] if failures else None
+        if last is None:  # not HTTP (email, ...), or apprise refused before or after its requests
+            what = "after HTTP 2xx" if responses else "without an HTTP request"
+            return "failed", f"apprise reported a failure {what} (see the apprise log)", None
         if last.status is None:
             return "failed", f"no HTTP response ({last.error})", None
         if last.status == 429:
