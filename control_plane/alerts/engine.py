@@ -296,8 +296,13 @@ class Emitter:
 
     def _resolve(self, session: Session, alert: AlertRow, now: float) -> list[NotificationRow]:
         alert.status, alert.resolved_at, alert.last_seen = "resolved", now, now
-        told = session.scalars(select(NotificationRow.receiver).where(NotificationRow.alert_id == alert.id,
-                                                                      NotificationRow.event.in_(TOLD))).all()
+        # Told in this episode (from its first send on): a reopened alert's earlier firing was already answered
+        # by its earlier resolve, and an episode never sent owes no one a resolve.
+        if alert.notified_at is None:
+            return []
+        told = session.scalars(select(NotificationRow.receiver).where(
+            NotificationRow.alert_id == alert.id, NotificationRow.event.in_(TOLD),
+            NotificationRow.created_at >= alert.notified_at)).all()
         return [self._notify(session, alert, name, "resolved", now) for name in dict.fromkeys(told)]
 
     def _notify(self, session: Session, alert: AlertRow, receiver: str, event: str, now: float) -> NotificationRow:

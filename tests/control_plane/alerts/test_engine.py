@@ -393,3 +393,20 @@ def test_lag_providers_and_budgets_fire_from_the_replicated_rows_that_carry_them
         events = [(m["title"], m["event"]) for m in h.got("oncall")]
         assert ("[RESOLVED] provider_unavailable at s1", "resolved") in events
         assert ("[WARNING] replication_lagging at s1", "firing") in events
+
+
+def test_a_reopened_alert_resolved_before_it_was_sent_again_sends_no_second_resolve(engine: Engine) -> None:
+    with harness(engine) as h:
+        _failed_run(h)
+        h.tick()
+        _advance(h, 31)
+        h.tick()  # sent (past its flap wait)
+        h.feed.stage("s1", "r1", "probe:1", "queued", 1, worker="w1")
+        h.tick()  # resolved: sent
+        h.feed.stage("s1", "r1", "probe:1", "failed", 2, "boom again", worker="w1")
+        h.tick()  # the same key within the dedup window: reopened, waiting its flap wait
+        h.feed.stage("s1", "r1", "probe:1", "queued", 2, worker="w1")
+        h.tick()  # cleared before it was announced again
+        assert [m["event"] for m in h.got("oncall")] == ["firing", "resolved"]
+        [alert] = _alerts(engine)
+        assert alert.count == 2 and alert.status == "resolved"
