@@ -303,11 +303,14 @@ class _UrlWorker:
         if retry_after is not None:
             with self.cond:
                 self.not_before = max(self.not_before, time.monotonic() + retry_after)
-        if job.attempt >= d.max_attempts or d.closing or outcome == "refused":
+        if job.attempt >= d.max_attempts or outcome == "refused":
             d._finish(self.target, job, started, finished, "gave_up", error)
             return
         d._record(Attempt(job.message.notification_id, job.message.alert_id, self.target.receiver,
                           self.target.redacted, job.attempt, started, finished, outcome, error, False))
+        if d.closing:  # not final: the notification stays pending and the next start sends it
+            d._drop()
+            return
         delay = random.uniform(0.0, min(d.backoff_max_s, d.backoff_base_s * 2 ** (job.attempt - 1)))
         if retry_after is not None:
             delay = max(delay, retry_after)
@@ -421,7 +424,11 @@ class Deliverer:
             return self._idle.wait_for(lambda: self._pending == 0, timeout_s)
 
     def close(self) -> None:
-        """Stop the workers; queued messages not yet sent are dropped (the engine resubmits them on start)."""
+        """Stop the workers, waiting out sends in flight (at most ``timeout_s``).
+
+        Messages queued or due for a retry are dropped without a final attempt, so their notification
+        rows stay pending and the engine resubmits them on its next start.
+        """
         self.closing = True
         for workers in self._workers.values():
             for worker in workers:
@@ -439,6 +446,12 @@ class Deliverer:
         except Exception:
             log.exception("recording alert delivery attempt %d of notification %d failed", attempt.attempt,
                           attempt.notification_id)
+
+    def _drop(self) -> None:
+        """Forget a job that is stopped unsettled (closing): nothing final was recorded for it."""
+        with self._idle:
+            self._pending -= 1
+            self._idle.notify_all()
 
     def _finish(self, target: _Target, job: _Job, started: float, finished: float, outcome: str,
                 error: str) -> None:

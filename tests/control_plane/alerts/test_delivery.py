@@ -93,28 +93,43 @@ def test_429_waits_for_retry_after(rx: RecordingReceiver) -> None:
                                                                ("sent", "")]
 
 
-def test_a_hanging_receiver_neither_delays_another_nor_outlasts_the_timeout(rx: RecordingReceiver) -> None:
+def test_a_hanging_receiver_does_not_delay_another(rx: RecordingReceiver) -> None:
     rx.hang("/slow", 30, times=5)
     record = Attempts()
     d = deliverer({"slow": Receiver("slow", (rx.ntfy_url("slow"),)), "fast": Receiver("fast", (rx.ntfy_url("fast"),))},
-                  record, timeout_s=1.0, max_attempts=2)
+                  record, timeout_s=5.0)
+    try:
+        d.submit("slow", message(1))
+        rx.wait_for(1, 10, "/slow")  # the slow one is hanging before the fast one is submitted
+        submitted = time.time()
+        d.submit("fast", message(2))
+        fast = rx.wait_for(1, 10, "/fast")[0]
+    finally:
+        d.close()
+    # waiting behind the hanging send would take its 5 s timeout (or the 30 s hang)
+    assert fast.at - submitted < 3.0
+    assert [a.outcome for a in record.of("fast")] == ["sent"]
+    # the slow send was still hanging when the fast one arrived; close() waited out its timeout, and
+    # recorded it as not final: its notification stays pending for the next start
+    assert [(a.outcome, a.final, a.finished_at > fast.at) for a in record.of("slow")] == [("timeout", False, True)]
+
+
+def test_a_hanging_send_is_cut_at_the_timeout(rx: RecordingReceiver) -> None:
+    rx.hang("/slow", 30, times=5)
+    record = Attempts()
+    d = deliverer({"slow": Receiver("slow", (rx.ntfy_url("slow"),))}, record, timeout_s=1.0, max_attempts=2)
     try:
         start = time.time()
         d.submit("slow", message(1))
-        rx.wait_for(1, 5, "/slow")  # the slow one is hanging before the fast one is submitted
-        d.submit("fast", message(2))
-        fast = rx.wait_for(1, 5, "/fast")[0]
-        assert fast.at - start < 0.9, "the fast receiver waited for the hanging one"
-        assert d.wait_idle(10)
+        assert d.wait_idle(20)
         done = time.time()
     finally:
         d.close()
     slow = record.of("slow")
     assert [(a.outcome, a.error, a.final) for a in slow] == [
         ("timeout", "no answer within 1 s", False), ("gave_up", "no answer within 1 s", True)]
-    assert all(0.9 <= a.finished_at - a.started_at < 2.0 for a in slow)
-    assert done - start < 5  # two 1 s attempts, not two 30 s hangs
-    assert [a.outcome for a in record.of("fast")] == ["sent"]
+    assert all(0.9 <= a.finished_at - a.started_at < 3.0 for a in slow)
+    assert done - start < 10  # two 1 s attempts, not two 30 s hangs
 
 
 def test_fallback_gets_the_message_when_the_primary_gives_up(rx: RecordingReceiver) -> None:
@@ -294,3 +309,15 @@ def test_a_refusal_is_not_retried_and_goes_to_the_fallback(rx: RecordingReceiver
     assert len(rx.requests("/ops")) == 1
     assert [(a.receiver, a.outcome, a.error) for a in record.all] == [
         ("ops", "gave_up", "HTTP 401 (not retried: the service refuses this request as it is)"), ("spare", "sent", "")]
+
+
+def test_close_leaves_unsent_messages_without_a_final_attempt(rx: RecordingReceiver) -> None:
+    rx.rate_limit("/ops", 60)
+    record = Attempts()
+    d = deliverer({"ops": Receiver("ops", (rx.ntfy_url("ops"),))}, record)
+    d.submit("ops", message())
+    rx.wait_for(1, 10, "/ops")
+    assert not d.wait_idle(0.5)
+    d.close()  # the retry was due in 60 s: dropped, not given up
+    assert [(a.outcome, a.final) for a in record.all] == [("rate_limited", False)]
+    assert len(rx.requests("/ops")) == 1
