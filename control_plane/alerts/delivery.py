@@ -57,6 +57,8 @@ RETRY_AFTER_MAX_S = 300.0
 PERMANENT = frozenset(range(400, 500)) - {408, 425, 429}
 NTFY_SCHEMES = ("ntfy", "ntfys")
 JSON_SCHEMES = ("json", "jsons")
+#: apprise's plain webhooks: their path and query are the user's, and may hold secrets apprise cannot see.
+GENERIC_SCHEMES = ("json", "jsons", "xml", "xmls", "form", "forms")
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,21 @@ def _notify_type(message: Message) -> NotifyType:
     return {"critical": NotifyType.FAILURE, "warning": NotifyType.WARNING}.get(message.severity, NotifyType.INFO)
 
 
+def _redact(private: str, scheme: str) -> str:
+    """apprise's privacy form of a URL, made safe where it is not: no query, and no path for plain webhooks.
+
+    apprise masks the secrets it knows of (passwords, a service's tokens) but keeps a URL's query as
+    given, and a ``json://`` webhook's custom headers (``+X-Token=...``) and GET parameters
+    (``-apikey=...``) are secrets it does not know of; a plain webhook's path may be its secret
+    (``/hooks/T000/B000/XXXX``). What is left names the service and the host.
+    """
+    base = private.split("?", 1)[0]
+    if scheme in GENERIC_SCHEMES:
+        head, _, path = base.partition("://")[2].partition("/")
+        base = f"{scheme}://{head}/…" if path.strip("/") else f"{scheme}://{head}"
+    return base
+
+
 @dataclass(frozen=True)
 class _Target:
     """One configured URL: its parsed apprise tokens (the secrets stay in here) and its redacted form."""
@@ -203,7 +220,7 @@ class _Target:
             scheme = url.split("://", 1)[0] if "://" in url else url[:12]
             raise ValueError(f"receiver {receiver!r}: URL with scheme {scheme!r} is not a valid apprise URL "
                              f"(expected e.g. ntfy://host/topic or json://host/path)")
-        return cls(receiver, url, tokens, notifier.url(privacy=True))
+        return cls(receiver, url, tokens, _redact(notifier.url(privacy=True), str(tokens.get("schema", ""))))
 
     def notifier(self, message: Message, timeout_s: float) -> Any:
         """A fresh apprise notifier for this message: its options set, apprise's throttle and retries off."""

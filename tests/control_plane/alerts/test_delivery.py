@@ -244,11 +244,15 @@ def test_receiver_with_two_urls_settles_once(rx: RecordingReceiver) -> None:
 def test_no_secret_in_attempts_or_logs(rx: RecordingReceiver, caplog: pytest.LogCaptureFixture) -> None:
     secret_url = f"ntfy://pager:hunter2-pw@127.0.0.1:{rx.port}/ops"
     token_url = f"ntfy://127.0.0.1:{rx.port}/tok?auth=token&token=tk_s3cr3tvalue"
+    # a webhook whose path, custom header and GET parameter are secrets apprise does not know of
+    hook_url = f"json://127.0.0.1:{rx.port}/hooks/T0P-S3CRET-PATH?+X-Token=hdr-s3cret&-apikey=qry-s3cret"
     rx.fail("/ops", 1)
     rx.fail("/tok", 1)
+    rx.fail("/hooks/T0P-S3CRET-PATH", 1)
     record = Attempts()
-    caplog.set_level(logging.DEBUG)
-    d = deliverer({"ops": Receiver("ops", (secret_url, token_url))}, record)
+    # INFO, as every cinefleet process logs (at DEBUG, apprise and urllib3 print request paths themselves)
+    caplog.set_level(logging.INFO)
+    d = deliverer({"ops": Receiver("ops", (secret_url, token_url, hook_url))}, record)
     try:
         d.submit("ops", message())
         assert d.wait_idle(10)
@@ -256,11 +260,15 @@ def test_no_secret_in_attempts_or_logs(rx: RecordingReceiver, caplog: pytest.Log
         d.close()
     (first,) = rx.requests("/ops")[:1]
     assert first.header("Authorization")  # the secrets did reach the receiver...
-    assert len(record.all) == 4
+    (hook,) = rx.requests("/hooks/T0P-S3CRET-PATH")[:1]
+    assert hook.header("X-Token") == "hdr-s3cret" and "apikey=qry-s3cret" in hook.path
+    assert len(record.all) == 6
+    assert {a.url for a in record.all} == {f"ntfy://pager:****@127.0.0.1:{rx.port}/ops",
+                                           f"ntfy://t...e@127.0.0.1:{rx.port}/tok", f"json://127.0.0.1:{rx.port}/…"}
     text = "\n".join(repr(a) for a in record.all)
     formatter = JsonFormatter()
     text += "\n".join(formatter.format(r) for r in caplog.records)
-    for secret in ("hunter2-pw", "tk_s3cr3tvalue"):  # ...and nowhere else
+    for secret in ("hunter2-pw", "tk_s3cr3tvalue", "S3CRET-PATH", "hdr-s3cret", "qry-s3cret"):  # ...nowhere else
         assert secret not in text
 
 
