@@ -15,10 +15,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from cinefleet.logs import JsonFormatter
 from control_plane.alerts.delivery import Attempt, Deliverer, Message, Receiver
-from control_plane.alerts.testing import RecordingReceiver
+from control_plane.alerts.testing import RecordingReceiver, Reply
 
 
 class Attempts:
@@ -329,3 +330,33 @@ def test_close_leaves_unsent_messages_without_a_final_attempt(rx: RecordingRecei
     d.close()  # the retry was due in 60 s: dropped, not given up
     assert [(a.outcome, a.final) for a in record.all] == [("rate_limited", False)]
     assert len(rx.requests("/ops")) == 1
+
+
+def test_the_recording_receiver_speaks_both_ntfy_forms_and_replays_its_script() -> None:
+    with RecordingReceiver() as rx:
+        rx.script("/alerts", Reply(503), Reply(429, (("Retry-After", "7"),)))
+        answers = [requests.put(f"{rx.base_url}/alerts", data=b"disk full", headers={"X-Priority": "5"}, timeout=5)
+                   for _ in range(3)]
+        assert [a.status_code for a in answers] == [503, 429, 200]
+        assert answers[1].headers["Retry-After"] == "7"
+        requests.post(rx.base_url, json={"topic": "ops", "message": "hi"}, timeout=5)
+        put, _, _, published = rx.wait_for(4, 5)
+        assert (put.method, put.route, put.body, put.header("x-priority"), put.status) == (
+            "PUT", "/alerts", b"disk full", "5", 503)
+        assert (published.path, published.route, published.json()["message"]) == ("/", "/ops", "hi")
+        with pytest.raises(AssertionError, match=r"timed out after 0\.1 s waiting for 2 requests to /ops: got 1"):
+            rx.wait_for(2, 0.1, "/ops")
+        rx.hang("/slow", 30)
+        outcome: list[str] = []
+
+        def call() -> None:
+            try:
+                outcome.append(str(requests.post(f"{rx.base_url}/slow", timeout=30).status_code))
+            except requests.ConnectionError as exc:
+                outcome.append(type(exc).__name__)
+
+        hung = threading.Thread(target=call, daemon=True)
+        hung.start()
+        rx.wait_for(1, 5, "/slow")
+    hung.join(5)
+    assert outcome == ["ConnectionError"]  # closing the receiver cut the hanging request at once
