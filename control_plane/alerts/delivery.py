@@ -21,9 +21,9 @@ is built here:
   the click action, an ``Ack`` http action button (POST, clear) and a view button; a ``json://``
   webhook carries every field of the :class:`Message`.
 * **A fallback receiver** gets the message when none of the primary's URLs could deliver it.
-* **Every attempt is reported** through ``record`` with the URL redacted by apprise's privacy form
-  and an error string built here from status codes and exception class names only, so no secret
-  (a token, a password, a URL's query) reaches an error string or a log.
+* **Every attempt is reported** through ``record`` with the URL redacted (:func:`_redact`) and an
+  error string built here from status codes and exception class names only, so no secret (a
+  token, a password, a URL's query) reaches an error string or a log line of ours.
 """
 
 from __future__ import annotations
@@ -208,7 +208,6 @@ class _Target:
     """One configured URL: its parsed apprise tokens (the secrets stay in here) and its redacted form."""
 
     receiver: str
-    url: str
     tokens: Mapping[str, Any]
     redacted: str
 
@@ -220,7 +219,7 @@ class _Target:
             scheme = url.split("://", 1)[0] if "://" in url else url[:12]
             raise ValueError(f"receiver {receiver!r}: URL with scheme {scheme!r} is not a valid apprise URL "
                              f"(expected e.g. ntfy://host/topic or json://host/path)")
-        return cls(receiver, url, tokens, _redact(notifier.url(privacy=True), str(tokens.get("schema", ""))))
+        return cls(receiver, tokens, _redact(notifier.url(privacy=True), str(tokens.get("schema", ""))))
 
     def notifier(self, message: Message, timeout_s: float) -> Any:
         """A fresh apprise notifier for this message: its options set, apprise's throttle and retries off."""
