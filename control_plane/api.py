@@ -29,13 +29,13 @@ from sqlalchemy.orm import Session
 from control_plane import audit
 from control_plane.alerts import actions as alert_actions
 from control_plane.alerts.ack import AckKeyMissing, load_key, verify
-from control_plane.alerts.tables import SilenceRow
 from control_plane.audit import writing
 from control_plane.commands import MAX_PAGE, REQUESTED, STATUSES, Commands, SignatureRefused
 from control_plane.errors import Conflict, ControlError, ControlInputError, Forbidden, NotFound, Unauthenticated
 from control_plane.fleet import MAX_PAGE_SIZE, PAGE_SIZE, Fleet, Liveness
 from control_plane.metrics import exposition, registry
 from control_plane.people import People, Principal, Role
+from control_plane.tables import SilenceRow
 
 PREFIX = "/api/v1"
 #: The largest seq a database integer holds (a larger ``after`` is bad input, not a driver overflow).

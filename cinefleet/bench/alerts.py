@@ -50,10 +50,9 @@ from control_plane.alerts.config import AlertConfig, ReceiverConfig, Route, Type
 from control_plane.alerts.delivery import Attempt, Deliverer, Message, Receiver
 from control_plane.alerts.engine import Emitter, TickReport, receivers_of
 from control_plane.alerts.serve import run
-from control_plane.alerts.tables import AlertRow, NotificationRow
 from control_plane.alerts.testing import RecordingReceiver
 from control_plane.database import migrate, open_engine, sqlite_url
-from control_plane.tables import RunRow, StageRow
+from control_plane.tables import AlertRow, NotificationRow, RunRow, StageRow
 
 PARTS = ("delivery", "burst", "event", "dedup")
 SITE = "site-bench"

@@ -11,13 +11,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from control_plane.alerts.session import write_session
 from control_plane.alerts.silences import parse_matchers
-from control_plane.alerts.tables import AlertRow, AttemptRow, NotificationRow, SilenceRow, write_session
 from control_plane.audit import AuditLog
 from control_plane.errors import Conflict, ControlInputError, NotFound
+from control_plane.tables import AlertRow, AttemptRow, NotificationRow, SilenceRow
 
 STATUSES = ("pending", "firing", "acked", "silenced", "resolved")
 #: The longest silence: a forgotten one must not hide a fleet for ever.
@@ -162,6 +163,3 @@ def list_silences(session: Session, *, active_at: float | None = None) -> list[d
         query = query.where(SilenceRow.removed_at.is_(None), SilenceRow.ends_at > active_at)
     return [silence_view(r) for r in session.scalars(query.limit(MAX_LIST))]
 
-
-def counts(session: Session) -> dict[str, int]:
-    return dict(session.execute(select(AlertRow.status, func.count()).group_by(AlertRow.status)).tuples().all())

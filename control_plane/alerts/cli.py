@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from control_plane.alerts import actions
 from control_plane.alerts.config import load, seconds
 from control_plane.alerts.serve import Where
+from control_plane.alerts.silences import parse_matchers
 from control_plane.errors import ControlError, ControlInputError
 
 alerts_app = typer.Typer(help="Alerts that reach a phone: the emitter, and listing, acking and silencing alerts.",
@@ -99,6 +100,7 @@ def silence_command(
         length = float(seconds(duration))
     except (ValueError, TypeError):
         raise ControlInputError(f"--for: value {duration!r}: expected seconds or 30m, 2h, 1d") from None
+    parse_matchers(match)  # bad input is refused before the database is opened
     engine = Where(control_dir, db_url).engine()
     try:
         row = actions.silence(engine, match, actor=_by(by), reason=reason, duration_s=length)
@@ -140,7 +142,7 @@ def test_command(receiver: Annotated[str, typer.Argument(help="A receiver of the
     """Send a test message to RECEIVER and say how it went (exit non-zero when it did not arrive)."""
     from control_plane.alerts.delivery import Deliverer
     from control_plane.alerts.engine import Emitter, receivers_of
-    from control_plane.alerts.tables import NotificationRow
+    from control_plane.tables import NotificationRow
 
     settings = load(config)
     settings.receiver(receiver)

@@ -201,10 +201,10 @@ def _providers(session: Session, config: AlertConfig, now: float) -> list[Condit
 def _budgets(session: Session, config: AlertConfig, now: float) -> list[Condition]:
     if not config.budgets:
         return []
-    spent = dict(session.execute(select(CostRow.tenant_id, func.sum(CostRow.usd))
-                                 .where(CostRow.committed_at >= now - BUDGET_WINDOW_S,
-                                        CostRow.tenant_id.in_(list(config.budgets)))
-                                 .group_by(CostRow.tenant_id)).tuples())
+    spent = {tenant: total for tenant, total in session.execute(
+        select(CostRow.tenant_id, func.sum(CostRow.usd))
+        .where(CostRow.committed_at >= now - BUDGET_WINDOW_S, CostRow.tenant_id.in_(list(config.budgets)))
+        .group_by(CostRow.tenant_id))}
     return [Condition(key("budget_exceeded", tenant), "budget_exceeded", config.severity("budget_exceeded"),
                       f"tenant {tenant} spent {spent[tenant]:.2f} USD in 24 h, over its budget of {budget:.2f}",
                       "/", "over", tenant_id=tenant)

@@ -42,9 +42,10 @@ from control_plane.alerts.ack import sign
 from control_plane.alerts.conditions import Condition, Evaluation, evaluate
 from control_plane.alerts.config import AlertConfig, Route
 from control_plane.alerts.delivery import Attempt, Message, Receiver
+from control_plane.alerts.session import write_session
 from control_plane.alerts.silences import active_silences, silence_matches
-from control_plane.alerts.tables import AlertRow, AttemptRow, NotificationRow, SilenceRow, write_session
 from control_plane.audit import writing
+from control_plane.tables import AlertRow, AttemptRow, NotificationRow, SilenceRow
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from control_plane.alerts.ack import ACK_KEY_FILE, load_key
 from control_plane.alerts.config import AlertConfig, ConfigError
@@ -80,7 +80,7 @@ def run(emitter: Emitter, tick_s: float, stop: threading.Event,
                          report.repeated, report.resolved, report.sent)
             if report.held_because:
                 log.warning("%s", report.held_because)
-        except OperationalError as exc:
+        except DBAPIError as exc:  # the database went away or restarted: it is retried, not fatal
             if not failing:
                 log.error("fleet database unavailable, retrying every tick: %s", str(exc).splitlines()[0])
             failing = True

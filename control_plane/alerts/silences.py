@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from control_plane.alerts.tables import AlertRow, SilenceRow
 from control_plane.errors import ControlInputError
+from control_plane.tables import AlertRow, SilenceRow
 
 #: Matcher field -> the alert column it compares.
 MATCH_FIELDS = {"type": "alert_type", "severity": "severity", "site": "site_id", "tenant": "tenant_id",

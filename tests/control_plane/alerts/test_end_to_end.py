@@ -26,8 +26,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from control_plane.alerts.tables import AlertRow
 from control_plane.alerts.testing import RecordingReceiver
+from control_plane.tables import AlertRow
 from control_plane.testing import Centre
 from ops_agent import keys
 from ops_agent.testing import AgentProcess
@@ -108,7 +108,6 @@ routes:
         emitter = Emitter(centre.data_dir, config, logs / "alerts.log")
         with Site(data_dir=data_dir, logs=logs, site_id="t1", options=["--control", centre.address]) as site:
             try:
-                site.start_worker("w1")
                 with ThreadPoolExecutor(len(agents)) as starting:
                     list(starting.map(AgentProcess.start, agents.values()))
                 emitter.start()
@@ -148,8 +147,26 @@ def test_real_site_events_reach_the_phone_once_are_acked_and_resolve_across_an_e
     assert full["click_url"] == f"{centre.url}/hosts/t1/h2" and "over its high-water mark" in full["message"]
     assert _alert(centre, full["alert_id"]).host == "h2"
 
-    # A project the canon gate blocks.
+    # Before any worker runs: a run whose project bundle then vanishes from the store (its first stage
+    # fails), and a project the canon gate blocks.
+    failing = json.loads(site.cli("submit", ROOT / "examples" / "pilot" / "project.json", "--json").stdout)["run_id"]
+    bundle_hash = wait_for(lambda: (site.client.run(failing) or {}).get("project_hash"), "the run at the site")
+    [bundle] = [p for p in site.data_dir.rglob(bundle_hash) if p.is_file()]
+    kept = bundle.read_bytes()
+    bundle.unlink()
     run_id = json.loads(site.cli("submit", _blocked_project(tmp_path), "--json").stdout)["run_id"]
+    site.start_worker("w1")
+
+    failed = _arrived(rx, "job_failed", "firing", timeout=120)
+    assert failed["click_url"] == f"{centre.url}/runs/t1/{failing}" and "script" in failed["message"]
+    row = _alert(centre, failed["alert_id"])
+    assert (row.run_id, row.stage, row.site_id) == (failing, "script", "t1")
+    # The bundle is put back and the stage retried: the resolve follows (then the run is cancelled: no render).
+    bundle.write_bytes(kept)
+    site.cli("site", "retry-stage", failing, "script")
+    assert _arrived(rx, "job_failed", "resolved")["alert_id"] == failed["alert_id"]
+    site.cli("site", "cancel-run", failing, check=False)
+
     blocked = _arrived(rx, "canon_blocked", "firing", timeout=120)
     assert blocked["click_url"] == f"{centre.url}/runs/t1/{run_id}"
     assert "name" in blocked["message"] and "Eli Crane" in blocked["message"], blocked["message"]

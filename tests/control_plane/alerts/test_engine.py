@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 
 from control_plane.alerts import actions
 from control_plane.alerts.ack import ACK_KEY_FILE, sign
-from control_plane.alerts.tables import AlertRow, AttemptRow, NotificationRow
 from control_plane.api import create_app
 from control_plane.commands import Commands
 from control_plane.database import migrate, open_engine, sqlite_url
@@ -28,7 +27,7 @@ from control_plane.directory import FleetDirectory
 from control_plane.ingest import Batch, Event, Ingest
 from control_plane.people import People
 from control_plane.signer import SignerClient
-from control_plane.tables import AuditRow
+from control_plane.tables import AlertRow, AttemptRow, AuditRow, NotificationRow
 from tests.control_plane.alerts.fleetfeed import KEY, Harness, harness, serving
 
 
@@ -362,3 +361,35 @@ def test_the_api_lists_alerts_by_tenant_and_needs_an_operator_to_ack(engine: Eng
                            json={"matchers": {"tenant": "t1"}, "reason": "release day", "duration_s": 60})
         assert made.status_code == 201
         assert client.delete(f"/api/v1/silences/{made.json()['id']}", headers=tokens["op1"]).status_code == 200
+
+
+def test_lag_providers_and_budgets_fire_from_the_replicated_rows_that_carry_them(engine: Engine) -> None:
+    """Sites write no provider or price yet (docs/alerts.md); these rules read the rows that will carry them."""
+    with harness(engine, extra="flap_wait: 0\nbudgets: {t1: 1.0}") as h:
+        for attempt in (1, 2, 3):  # three failed calls to one provider, 0.40 USD each
+            h.feed.push("s1", "cost", ["r1", "voice:1", str(attempt)], {
+                "run_id": "r1", "stage_id": "voice:1", "attempt": attempt, "kind": "voice", "worker": "w1",
+                "origin": "external", "provider": "acme-tts", "compute_seconds": 1.0, "usd": 0.4, "outcome": "failed"})
+        h.tick()
+        by_type = {a.alert_type: a for a in _alerts(engine)}
+        assert set(by_type) == {"provider_unavailable", "budget_exceeded"}
+        assert by_type["provider_unavailable"].stage == "acme-tts" and by_type["budget_exceeded"].tenant_id == "t1"
+        assert "1.20 USD" in by_type["budget_exceeded"].summary
+
+        # The provider answers again: its alert resolves; the spend stays over budget.
+        h.feed.push("s1", "cost", ["r1", "voice:1", "4"], {
+            "run_id": "r1", "stage_id": "voice:1", "attempt": 4, "kind": "voice", "worker": "w1",
+            "origin": "external", "provider": "acme-tts", "compute_seconds": 1.0, "usd": 0.0, "outcome": "done"})
+        # A site whose newest applied event was committed 10 minutes before it arrived is lagging.
+        seq = h.feed.seqs["s1"] + 1
+        h.feed.seqs["s1"] = seq
+        Ingest(engine, h.clock).apply(Batch("s1", [Event(seq, "queue", ("cpu_queue",), "upsert",
+                                                         {"name": "cpu_queue", "paused": False, "completed": 1}, "-",
+                                                         h.clock() - 600)], seq))
+        h.tick()
+        status = {a.alert_type: a.status for a in _alerts(engine)}
+        assert status == {"provider_unavailable": "resolved", "budget_exceeded": "firing",
+                          "replication_lagging": "firing"}
+        events = [(m["title"], m["event"]) for m in h.got("oncall")]
+        assert ("[RESOLVED] provider_unavailable at s1", "resolved") in events
+        assert ("[WARNING] replication_lagging at s1", "firing") in events
