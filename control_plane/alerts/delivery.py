@@ -21,9 +21,9 @@ is built here:
   the click action, an ``Ack`` http action button (POST, clear) and a view button; a ``json://``
   webhook carries every field of the :class:`Message`.
 * **A fallback receiver** gets the message when none of the primary's URLs could deliver it.
-* **Every attempt is reported** through ``record`` with the URL redacted by apprise's privacy form
-  and an error string built here from status codes and exception class names only, so no secret
-  (a token, a password, a URL's query) reaches an error string or a log.
+* **Every attempt is reported** through ``record`` with the URL redacted (:func:`_redact`) and an
+  error string built here from status codes and exception class names only, so no secret (a
+  token, a password, a URL's query) reaches an error string or a log line of ours.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ RETRY_AFTER_MAX_S = 300.0
 PERMANENT = frozenset(range(400, 500)) - {408, 425, 429}
 NTFY_SCHEMES = ("ntfy", "ntfys")
 JSON_SCHEMES = ("json", "jsons")
+#: apprise's plain webhooks: their path and query are the user's, and may hold secrets apprise cannot see.
+GENERIC_SCHEMES = ("json", "jsons", "xml", "xmls", "form", "forms")
 
 
 @dataclass(frozen=True)
@@ -186,12 +188,26 @@ def _notify_type(message: Message) -> NotifyType:
     return {"critical": NotifyType.FAILURE, "warning": NotifyType.WARNING}.get(message.severity, NotifyType.INFO)
 
 
+def _redact(private: str, scheme: str) -> str:
+    """apprise's privacy form of a URL, made safe where it is not: no query, and no path for plain webhooks.
+
+    apprise masks the secrets it knows of (passwords, a service's tokens) but keeps a URL's query as
+    given, and a ``json://`` webhook's custom headers (``+X-Token=...``) and GET parameters
+    (``-apikey=...``) are secrets it does not know of; a plain webhook's path may be its secret
+    (``/hooks/T000/B000/XXXX``). What is left names the service and the host.
+    """
+    base = private.split("?", 1)[0]
+    if scheme in GENERIC_SCHEMES:
+        head, _, path = base.partition("://")[2].partition("/")
+        base = f"{scheme}://{head}/…" if path.strip("/") else f"{scheme}://{head}"
+    return base
+
+
 @dataclass(frozen=True)
 class _Target:
     """One configured URL: its parsed apprise tokens (the secrets stay in here) and its redacted form."""
 
     receiver: str
-    url: str
     tokens: Mapping[str, Any]
     redacted: str
 
@@ -203,7 +219,7 @@ class _Target:
             scheme = url.split("://", 1)[0] if "://" in url else url[:12]
             raise ValueError(f"receiver {receiver!r}: URL with scheme {scheme!r} is not a valid apprise URL "
                              f"(expected e.g. ntfy://host/topic or json://host/path)")
-        return cls(receiver, url, tokens, notifier.url(privacy=True))
+        return cls(receiver, tokens, _redact(notifier.url(privacy=True), str(tokens.get("schema", ""))))
 
     def notifier(self, message: Message, timeout_s: float) -> Any:
         """A fresh apprise notifier for this message: its options set, apprise's throttle and retries off."""
@@ -303,11 +319,14 @@ class _UrlWorker:
         if retry_after is not None:
             with self.cond:
                 self.not_before = max(self.not_before, time.monotonic() + retry_after)
-        if job.attempt >= d.max_attempts or d.closing or outcome == "refused":
+        if job.attempt >= d.max_attempts or outcome == "refused":
             d._finish(self.target, job, started, finished, "gave_up", error)
             return
         d._record(Attempt(job.message.notification_id, job.message.alert_id, self.target.receiver,
                           self.target.redacted, job.attempt, started, finished, outcome, error, False))
+        if d.closing:  # not final: the notification stays pending and the next start sends it
+            d._drop()
+            return
         delay = random.uniform(0.0, min(d.backoff_max_s, d.backoff_base_s * 2 ** (job.attempt - 1)))
         if retry_after is not None:
             delay = max(delay, retry_after)
@@ -421,7 +440,11 @@ class Deliverer:
             return self._idle.wait_for(lambda: self._pending == 0, timeout_s)
 
     def close(self) -> None:
-        """Stop the workers; queued messages not yet sent are dropped (the engine resubmits them on start)."""
+        """Stop the workers, waiting out sends in flight (at most ``timeout_s``).
+
+        Messages queued or due for a retry are dropped without a final attempt, so their notification
+        rows stay pending and the engine resubmits them on its next start.
+        """
         self.closing = True
         for workers in self._workers.values():
             for worker in workers:
@@ -439,6 +462,12 @@ class Deliverer:
         except Exception:
             log.exception("recording alert delivery attempt %d of notification %d failed", attempt.attempt,
                           attempt.notification_id)
+
+    def _drop(self) -> None:
+        """Forget a job that is stopped unsettled (closing): nothing final was recorded for it."""
+        with self._idle:
+            self._pending -= 1
+            self._idle.notify_all()
 
     def _finish(self, target: _Target, job: _Job, started: float, finished: float, outcome: str,
                 error: str) -> None:

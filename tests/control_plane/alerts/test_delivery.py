@@ -15,10 +15,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from cinefleet.logs import JsonFormatter
 from control_plane.alerts.delivery import Attempt, Deliverer, Message, Receiver
-from control_plane.alerts.testing import RecordingReceiver
+from control_plane.alerts.testing import RecordingReceiver, Reply
 
 
 class Attempts:
@@ -93,28 +94,43 @@ def test_429_waits_for_retry_after(rx: RecordingReceiver) -> None:
                                                                ("sent", "")]
 
 
-def test_a_hanging_receiver_neither_delays_another_nor_outlasts_the_timeout(rx: RecordingReceiver) -> None:
+def test_a_hanging_receiver_does_not_delay_another(rx: RecordingReceiver) -> None:
     rx.hang("/slow", 30, times=5)
     record = Attempts()
     d = deliverer({"slow": Receiver("slow", (rx.ntfy_url("slow"),)), "fast": Receiver("fast", (rx.ntfy_url("fast"),))},
-                  record, timeout_s=1.0, max_attempts=2)
+                  record, timeout_s=5.0)
+    try:
+        d.submit("slow", message(1))
+        rx.wait_for(1, 10, "/slow")  # the slow one is hanging before the fast one is submitted
+        submitted = time.time()
+        d.submit("fast", message(2))
+        fast = rx.wait_for(1, 10, "/fast")[0]
+    finally:
+        d.close()
+    # waiting behind the hanging send would take its 5 s timeout (or the 30 s hang)
+    assert fast.at - submitted < 3.0
+    assert [a.outcome for a in record.of("fast")] == ["sent"]
+    # the slow send was still hanging when the fast one arrived; close() waited out its timeout, and
+    # recorded it as not final: its notification stays pending for the next start
+    assert [(a.outcome, a.final, a.finished_at > fast.at) for a in record.of("slow")] == [("timeout", False, True)]
+
+
+def test_a_hanging_send_is_cut_at_the_timeout(rx: RecordingReceiver) -> None:
+    rx.hang("/slow", 30, times=5)
+    record = Attempts()
+    d = deliverer({"slow": Receiver("slow", (rx.ntfy_url("slow"),))}, record, timeout_s=1.0, max_attempts=2)
     try:
         start = time.time()
         d.submit("slow", message(1))
-        rx.wait_for(1, 5, "/slow")  # the slow one is hanging before the fast one is submitted
-        d.submit("fast", message(2))
-        fast = rx.wait_for(1, 5, "/fast")[0]
-        assert fast.at - start < 0.9, "the fast receiver waited for the hanging one"
-        assert d.wait_idle(10)
+        assert d.wait_idle(20)
         done = time.time()
     finally:
         d.close()
     slow = record.of("slow")
     assert [(a.outcome, a.error, a.final) for a in slow] == [
         ("timeout", "no answer within 1 s", False), ("gave_up", "no answer within 1 s", True)]
-    assert all(0.9 <= a.finished_at - a.started_at < 2.0 for a in slow)
-    assert done - start < 5  # two 1 s attempts, not two 30 s hangs
-    assert [a.outcome for a in record.of("fast")] == ["sent"]
+    assert all(0.9 <= a.finished_at - a.started_at < 3.0 for a in slow)
+    assert done - start < 10  # two 1 s attempts, not two 30 s hangs
 
 
 def test_fallback_gets_the_message_when_the_primary_gives_up(rx: RecordingReceiver) -> None:
@@ -229,11 +245,15 @@ def test_receiver_with_two_urls_settles_once(rx: RecordingReceiver) -> None:
 def test_no_secret_in_attempts_or_logs(rx: RecordingReceiver, caplog: pytest.LogCaptureFixture) -> None:
     secret_url = f"ntfy://pager:hunter2-pw@127.0.0.1:{rx.port}/ops"
     token_url = f"ntfy://127.0.0.1:{rx.port}/tok?auth=token&token=tk_s3cr3tvalue"
+    # a webhook whose path, custom header and GET parameter are secrets apprise does not know of
+    hook_url = f"json://127.0.0.1:{rx.port}/hooks/T0P-S3CRET-PATH?+X-Token=hdr-s3cret&-apikey=qry-s3cret"
     rx.fail("/ops", 1)
     rx.fail("/tok", 1)
+    rx.fail("/hooks/T0P-S3CRET-PATH", 1)
     record = Attempts()
-    caplog.set_level(logging.DEBUG)
-    d = deliverer({"ops": Receiver("ops", (secret_url, token_url))}, record)
+    # INFO, as every cinefleet process logs (at DEBUG, apprise and urllib3 print request paths themselves)
+    caplog.set_level(logging.INFO)
+    d = deliverer({"ops": Receiver("ops", (secret_url, token_url, hook_url))}, record)
     try:
         d.submit("ops", message())
         assert d.wait_idle(10)
@@ -241,11 +261,15 @@ def test_no_secret_in_attempts_or_logs(rx: RecordingReceiver, caplog: pytest.Log
         d.close()
     (first,) = rx.requests("/ops")[:1]
     assert first.header("Authorization")  # the secrets did reach the receiver...
-    assert len(record.all) == 4
+    (hook,) = rx.requests("/hooks/T0P-S3CRET-PATH")[:1]
+    assert hook.header("X-Token") == "hdr-s3cret" and "apikey=qry-s3cret" in hook.path
+    assert len(record.all) == 6
+    assert {a.url for a in record.all} == {f"ntfy://pager:****@127.0.0.1:{rx.port}/ops",
+                                           f"ntfy://t...e@127.0.0.1:{rx.port}/tok", f"json://127.0.0.1:{rx.port}/…"}
     text = "\n".join(repr(a) for a in record.all)
     formatter = JsonFormatter()
     text += "\n".join(formatter.format(r) for r in caplog.records)
-    for secret in ("hunter2-pw", "tk_s3cr3tvalue"):  # ...and nowhere else
+    for secret in ("hunter2-pw", "tk_s3cr3tvalue", "S3CRET-PATH", "hdr-s3cret", "qry-s3cret"):  # ...nowhere else
         assert secret not in text
 
 
@@ -294,3 +318,45 @@ def test_a_refusal_is_not_retried_and_goes_to_the_fallback(rx: RecordingReceiver
     assert len(rx.requests("/ops")) == 1
     assert [(a.receiver, a.outcome, a.error) for a in record.all] == [
         ("ops", "gave_up", "HTTP 401 (not retried: the service refuses this request as it is)"), ("spare", "sent", "")]
+
+
+def test_close_leaves_unsent_messages_without_a_final_attempt(rx: RecordingReceiver) -> None:
+    rx.rate_limit("/ops", 60)
+    record = Attempts()
+    d = deliverer({"ops": Receiver("ops", (rx.ntfy_url("ops"),))}, record)
+    d.submit("ops", message())
+    rx.wait_for(1, 10, "/ops")
+    assert not d.wait_idle(0.5)
+    d.close()  # the retry was due in 60 s: dropped, not given up
+    assert [(a.outcome, a.final) for a in record.all] == [("rate_limited", False)]
+    assert len(rx.requests("/ops")) == 1
+
+
+def test_the_recording_receiver_speaks_both_ntfy_forms_and_replays_its_script() -> None:
+    with RecordingReceiver() as rx:
+        rx.script("/alerts", Reply(503), Reply(429, (("Retry-After", "7"),)))
+        answers = [requests.put(f"{rx.base_url}/alerts", data=b"disk full", headers={"X-Priority": "5"}, timeout=5)
+                   for _ in range(3)]
+        assert [a.status_code for a in answers] == [503, 429, 200]
+        assert answers[1].headers["Retry-After"] == "7"
+        requests.post(rx.base_url, json={"topic": "ops", "message": "hi"}, timeout=5)
+        put, _, _, published = rx.wait_for(4, 5)
+        assert (put.method, put.route, put.body, put.header("x-priority"), put.status) == (
+            "PUT", "/alerts", b"disk full", "5", 503)
+        assert (published.path, published.route, published.json()["message"]) == ("/", "/ops", "hi")
+        with pytest.raises(AssertionError, match=r"timed out after 0\.1 s waiting for 2 requests to /ops: got 1"):
+            rx.wait_for(2, 0.1, "/ops")
+        rx.hang("/slow", 30)
+        outcome: list[str] = []
+
+        def call() -> None:
+            try:
+                outcome.append(str(requests.post(f"{rx.base_url}/slow", timeout=30).status_code))
+            except requests.ConnectionError as exc:
+                outcome.append(type(exc).__name__)
+
+        hung = threading.Thread(target=call, daemon=True)
+        hung.start()
+        rx.wait_for(1, 5, "/slow")
+    hung.join(5)
+    assert outcome == ["ConnectionError"]  # closing the receiver cut the hanging request at once
