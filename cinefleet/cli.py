@@ -44,6 +44,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from cinefleet import logs
+from control_plane.alerts.cli import alerts_app
 from control_plane.audit import AuditBroken
 from control_plane.cli import control_app
 from control_plane.errors import (
@@ -171,6 +172,7 @@ audit_app = typer.Typer(help="Hash-chained audit logs: an agent's file, or the c
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(control_app, name="control")
+app.add_typer(alerts_app, name="alerts")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(pki_app, name="pki")
 app.command("ops")(ops)
@@ -388,6 +390,35 @@ def bench_dashboard(
         raise _fail(EXIT_INPUT, f"--runs {runs}, --hosts {hosts}, --requests {requests}: expected at least 10 runs, "
                                 "1 host and 1 request")
     _bench_module("dashboard").run_benchmark(workdir=workdir, runs=runs, hosts=hosts, requests=requests)
+
+
+@bench_app.command("alerts")
+def bench_alerts(
+    workdir: Annotated[Path | None, typer.Option(help="Scratch folder (default: a temporary one).")] = None,
+    messages: Annotated[int, typer.Option(help="Messages timed one at a time through delivery, and as many raw.")] =
+    200,
+    naive: Annotated[int, typer.Option(help="Messages sent through one plain apprise object (its 5.5 s gap); "
+                                            "0 skips it.")] = 3,
+    events: Annotated[int, typer.Option(help="Distinct critical alerts timed from event to receiver.")] = 100,
+    tick: Annotated[float, typer.Option(help="Seconds between two ticks of the emitter (event part).")] = 0.5,
+    duplicates: Annotated[int, typer.Option(help="Duplicate events of one alert, streamed (dedup part).")] = 10_000,
+    ticked: Annotated[int, typer.Option(help="Duplicate events each ticked on its own first (dedup part).")] =
+    1_000,
+    parts: Annotated[str, typer.Option(help="Comma-separated parts to run: delivery, burst, event, dedup.")] =
+    "delivery,burst,event,dedup",
+) -> None:
+    """Alerts: event to receiver p50/p99, 10,000 duplicates to one notification, a burst of 20 to one URL."""
+    module = _bench_module("alerts")
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    if not chosen or set(chosen) - set(module.PARTS):
+        raise _fail(EXIT_INPUT, f"--parts: value {parts!r}: expected a comma-separated subset of "
+                                f"{', '.join(module.PARTS)}")
+    if messages < 1 or naive < 0 or events < 1 or tick <= 0 or duplicates < 1 or ticked < 0:
+        raise _fail(EXIT_INPUT, f"--messages {messages}, --naive {naive}, --events {events}, --tick {tick}, "
+                                f"--duplicates {duplicates}, --ticked {ticked}: expected positive numbers (--naive "
+                                "and --ticked may be 0)")
+    module.run_benchmark(workdir=workdir, messages=messages, naive=naive, events=events, tick=tick,
+                         duplicates=duplicates, ticked=ticked, parts=chosen)
 
 
 def _bench_module(name: str) -> ModuleType:

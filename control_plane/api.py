@@ -12,17 +12,23 @@ endpoints (summary, sites, hosts, workers, queues, runs) are adapters over
 # No ``from __future__ import annotations`` here: FastAPI reads the route signatures at runtime, and the
 # ``Caller`` dependency is local to ``create_app``, which string annotations could not resolve.
 
+import html
+import time
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from control_plane import audit
+from control_plane.alerts import actions as alert_actions
+from control_plane.alerts.ack import AckKeyMissing, load_key, verify
 from control_plane.audit import writing
 from control_plane.commands import MAX_PAGE, REQUESTED, STATUSES, Commands, SignatureRefused
 from control_plane.costs import Budgets
@@ -31,6 +37,7 @@ from control_plane.errors import Conflict, ControlError, ControlInputError, Forb
 from control_plane.fleet import MAX_PAGE_SIZE, PAGE_SIZE, Fleet, Liveness
 from control_plane.metrics import exposition, registry
 from control_plane.people import People, Principal, Role
+from control_plane.tables import SilenceRow
 
 PREFIX = "/api/v1"
 #: The largest seq a database integer holds (a larger ``after`` is bad input, not a driver overflow).
@@ -54,7 +61,16 @@ ENDPOINT_ROLES: dict[tuple[str, str], Role] = {
     ("GET", f"{PREFIX}/audit"): Role.ADMIN,
     # Every site's figures: viewers of every tenant (a scraper's token), checked in the handler.
     ("GET", "/metrics"): Role.VIEWER,
+    # Alerts: a tenant's own and the fleet's (no tenant) are listed; acking one needs its tenant.
+    ("GET", f"{PREFIX}/alerts"): Role.VIEWER,
+    ("GET", f"{PREFIX}/alerts/{{alert_id}}"): Role.VIEWER,
+    ("POST", f"{PREFIX}/alerts/{{alert_id}}/ack"): Role.OPERATOR,
+    ("GET", f"{PREFIX}/silences"): Role.VIEWER,
+    ("POST", f"{PREFIX}/silences"): Role.OPERATOR,
+    ("DELETE", f"{PREFIX}/silences/{{silence_id}}"): Role.OPERATOR,
 }
+#: Routes that take no token: the signed ack URL is its own credential (single-purpose, per alert, expiring).
+PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({("GET", "/ack/{token}"), ("POST", "/ack/{token}")})
 #: The one mapping from the control plane's errors to HTTP statuses; most specific first.
 ERROR_STATUS: tuple[tuple[type[ControlError], int], ...] = (
     (ControlInputError, 422),
@@ -65,6 +81,16 @@ ERROR_STATUS: tuple[tuple[type[ControlError], int], ...] = (
     (Conflict, 409),
     (ControlError, 500),
 )
+
+
+class SilenceRequest(BaseModel):
+    """``POST /api/v1/silences``: alerts matching every matcher send nothing for ``duration_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    matchers: dict[StrictStr, StrictStr] = Field(min_length=1, max_length=8)
+    reason: StrictStr = Field(min_length=1, max_length=2000)
+    duration_s: float = Field(gt=0, le=alert_actions.MAX_SILENCE_S)
 
 
 class CommandRequest(BaseModel):
@@ -85,9 +111,10 @@ def _bearer(request: Request) -> str | None:
 
 
 def create_app(engine: Engine, people: People, commands: Commands, liveness: Liveness | None = None,
-               budgets: Budgets | None = None) -> FastAPI:
+               budgets: Budgets | None = None, ack_key_file: Path | None = None) -> FastAPI:
     """The API over one fleet database; ``commands`` carries the signer and the agent directory, ``liveness``
-    the thresholds host states are judged with."""
+    the thresholds host states are judged with, ``budgets`` the cost page's thresholds, ``ack_key_file`` the key ``alerts serve`` signs ack URLs with
+    (read per request: the emitter may make it after this process started)."""
     app = FastAPI(title="cinefleet control plane", version="1", openapi_url=f"{PREFIX}/openapi.json",
                   docs_url=None, redoc_url=None)
 
@@ -265,8 +292,94 @@ def create_app(engine: Engine, people: People, commands: Commands, liveness: Liv
             rows = audit.entries(connection, after=after, limit=limit, kind=kind)
         return {"entries": [r.as_dict() for r in rows], "next": rows[-1].seq if len(rows) == limit else None}
 
+    @app.get(f"{PREFIX}/alerts")
+    def list_alerts(
+        caller: Caller,
+        status: Annotated[list[str] | None, Query(description="Repeatable: pending, firing, acked, silenced, "
+                                                              "resolved.")] = None,
+        site: str | None = None,
+        alert_type: Annotated[str | None, Query(alias="type")] = None,
+        limit: Annotated[int, Query(ge=1, le=alert_actions.MAX_LIST)] = 100,
+    ) -> dict[str, Any]:
+        """Alerts newest first: the caller's tenants' and the fleet's own (hosts, sites)."""
+        scope = None if caller.tenants is None else sorted(caller.tenants)
+        with Session(engine) as session:
+            return {"alerts": alert_actions.list_alerts(session, scope, status=status or (), site_id=site,
+                                                        alert_type=alert_type, limit=limit)}
+
+    @app.get(f"{PREFIX}/alerts/{{alert_id}}")
+    def get_alert(caller: Caller, alert_id: Annotated[int, PathParam(ge=1, le=MAX_SEQ)]) -> dict[str, Any]:
+        """One alert with every notification sent for it and each delivery attempt."""
+        with Session(engine) as session:
+            row = alert_actions.get_alert(session, alert_id)
+            if row.tenant_id is not None and not caller.allows_tenant(row.tenant_id):
+                raise NotFound(f"alert {alert_id}: no such alert")  # another tenant's: as if absent
+            return {**alert_actions.alert_view(row), "notifications": alert_actions.deliveries(session, alert_id)}
+
+    @app.post(f"{PREFIX}/alerts/{{alert_id}}/ack")
+    def ack_alert(caller: Caller, alert_id: Annotated[int, PathParam(ge=1, le=MAX_SEQ)]) -> dict[str, Any]:
+        """Ack: nothing more is sent for the alert until it resolves; who and when are recorded and audited."""
+        return alert_actions.ack(engine, alert_id, caller.user, via="api",
+                                 tenant_check=lambda tenant: caller.require(Role.OPERATOR, tenant))
+
+    @app.get(f"{PREFIX}/silences")
+    def list_silences(caller: Caller, every: Annotated[bool, Query(alias="all")] = False) -> dict[str, Any]:
+        """Silences in force (or every one with ``all=true``), newest first."""
+        with Session(engine) as session:
+            return {"silences": alert_actions.list_silences(session, active_at=None if every else time.time())}
+
+    @app.post(f"{PREFIX}/silences", status_code=201)
+    def post_silence(caller: Caller, body: SilenceRequest) -> dict[str, Any]:
+        """Silence alerts matching every matcher; a tenant-limited operator must match one of its tenants."""
+        caller.require(Role.OPERATOR, body.matchers.get("tenant"))
+        return alert_actions.silence(engine, body.matchers, actor=caller.user, reason=body.reason,
+                                     duration_s=body.duration_s)
+
+    @app.delete(f"{PREFIX}/silences/{{silence_id}}")
+    def delete_silence(caller: Caller, silence_id: Annotated[int, PathParam(ge=1, le=MAX_SEQ)]) -> dict[str, Any]:
+        """Lift a silence now."""
+        with Session(engine) as session:
+            row = session.get(SilenceRow, silence_id)
+            tenant = (row.matchers or {}).get("tenant") if row is not None else None
+        caller.require(Role.OPERATOR, tenant)
+        return alert_actions.unsilence(engine, silence_id, actor=caller.user)
+
+    def grant(token: str) -> Any:
+        if ack_key_file is None:
+            raise NotFound("ack links are not served by this centre")
+        try:
+            key = load_key(ack_key_file)
+        except AckKeyMissing:
+            raise NotFound("ack links are not set up yet (`cinefleet alerts serve` makes the key)") from None
+        return verify(key, token, time.time())
+
+    @app.get("/ack/{token}", response_class=HTMLResponse)
+    def ack_page(token: Annotated[str, PathParam(max_length=1024)]) -> HTMLResponse:
+        """The page an ack link opens in a browser: what the alert is, and a button that acks it (a POST)."""
+        granted = grant(token)
+        with Session(engine) as session:
+            row = alert_actions.get_alert(session, granted.alert_id)
+            state = (f"Acked by {html.escape(row.acked_by or '')}." if row.status == "acked"
+                     else "Already resolved." if row.status == "resolved" else "")
+            summary = html.escape(f"[{row.severity}] {row.alert_type}: {row.summary}")
+        form = "" if state else (f'<form method="post" action="/ack/{html.escape(token)}">'
+                                 '<button type="submit">Ack</button></form>')
+        return HTMLResponse(f"<!doctype html><title>Ack alert {granted.alert_id}</title>"
+                            f"<h1>Alert {granted.alert_id}</h1><p>{summary}</p><p>{state}</p>{form}")
+
+    @app.post("/ack/{token}", response_class=HTMLResponse)
+    def ack_link(token: Annotated[str, PathParam(max_length=1024)]) -> HTMLResponse:
+        """Ack through the signed link (ntfy's Ack button POSTs here); recorded as the receiver it was sent to."""
+        granted = grant(token)
+        row = alert_actions.ack(engine, granted.alert_id, f"{granted.receiver} (ack link)", via="link")
+        return HTMLResponse(f"<!doctype html><title>Acked</title><h1>Alert {granted.alert_id} acked</h1>"
+                            f"<p>by {html.escape(str(row['acked_by']))}</p>")
+
     for route in app.routes:  # every endpoint states its role in the published OpenAPI
         if isinstance(route, APIRoute):
+            if any((method, route.path) in PUBLIC_ROUTES for method in route.methods or ()):
+                route.description = f"{route.description}\n\nRole: none (its signed URL is the credential).".lstrip()
+                continue
             roles = {ENDPOINT_ROLES.get((method, route.path)) for method in route.methods or ()}
             stated = ", ".join(sorted(r.label if r is not None else "none (refused)" for r in roles))
             route.description = f"{route.description}\n\nRole: {stated}.".lstrip()

@@ -37,7 +37,7 @@ from ops_agent.keys import SigningKey, TrustedKey
 GENESIS = "0" * 64
 #: What a row may record; anything else is a programming error, refused before writing.
 KINDS = frozenset({"request", "confirmation", "approval", "signature", "dispatch", "outcome", "login", "token",
-                   "user", "refused"})
+                   "user", "refused", "alert"})
 #: Rows between automatic checkpoints (when the log holds the key).
 DEFAULT_CHECKPOINT_EVERY = 100
 #: Signed before a checkpoint's JSON, so a checkpoint signature can never be mistaken for a command's

@@ -29,6 +29,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
+from control_plane.alerts.ack import ACK_KEY_FILE
 from control_plane.api import create_app
 from control_plane.commands import Commands, parse_policy
 from control_plane.costs import load_budgets
@@ -136,7 +137,8 @@ class ControlServer:
                                 SignerClient(config.signer_socket or config.data_dir / SIGNER_SOCKET),
                                 policy=policy, tls_dir=config.agent_tls_dir)
             self.http = _HttpServer(create_app(self.engine, People(self.engine), commands, config.liveness,
-                                               load_budgets(config.data_dir)), config.http_listen)
+                                               load_budgets(config.data_dir),
+                                               ack_key_file=config.data_dir / ACK_KEY_FILE), config.http_listen)
 
     def start(self) -> str:
         listen = self.config.grpc_listen

@@ -304,7 +304,13 @@ def test_bad_requests_are_4xx_naming_the_field(centre: Centre) -> None:
                       ("GET", "/api/v1/me"): "viewer.", ("GET", "/api/v1/commands"): "viewer.",
                       ("GET", "/api/v1/commands/{command_id}"): "viewer.", ("POST", "/api/v1/commands"): "operator.",
                       ("POST", "/api/v1/commands/{command_id}/approve"): "operator.",
-                      ("GET", "/api/v1/audit"): "admin."}
+                      ("GET", "/api/v1/audit"): "admin.",
+                      ("GET", "/api/v1/alerts"): "viewer.", ("GET", "/api/v1/alerts/{alert_id}"): "viewer.",
+                      ("POST", "/api/v1/alerts/{alert_id}/ack"): "operator.", ("GET", "/api/v1/silences"): "viewer.",
+                      ("POST", "/api/v1/silences"): "operator.",
+                      ("DELETE", "/api/v1/silences/{silence_id}"): "operator.",
+                      ("GET", "/ack/{token}"): "none (its signed URL is the credential).",
+                      ("POST", "/ack/{token}"): "none (its signed URL is the credential)."}
     # Keyset pagination: two pages, in order, no overlap
     for worker in ("w1", "w2", "w3", "w4"):
         post({"site": "nowhere", "action": "undrain-worker", "target": [worker]})
