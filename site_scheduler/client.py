@@ -70,7 +70,7 @@ class SiteClient:
     def __init__(self, endpoints: SiteEndpoints) -> None:
         self.endpoints = endpoints
         self.keys = Keys(endpoints.namespace)
-        self.redis = redis.Redis.from_url(endpoints.redis_url)
+        self.redis = redis.Redis.from_url(endpoints.redis_url, socket_timeout=endpoints.redis_timeout_s)
         self.engine = open_engine(endpoints.db_url)
 
     def close(self) -> None:
