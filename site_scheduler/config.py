@@ -23,7 +23,6 @@ from urllib.parse import urlsplit, urlunsplit
 import platformdirs
 
 from pipeline.errors import InputError
-from pipeline.models.canon import ID_PATTERN
 from pipeline.store import atomic_write
 from site_scheduler.errors import SiteNotFound
 
@@ -89,6 +88,8 @@ def make_data_dir(data_dir: Path) -> None:
 
 def check_tenant(tenant: str) -> str:
     """``tenant`` if it can name a tenant (it becomes a folder of the store); else an InputError."""
+    from pipeline.models.canon import ID_PATTERN  # the models: only ``site serve`` checks a tenant
+
     if not re.fullmatch(ID_PATTERN, tenant) or len(tenant) > 64:
         raise InputError(f"--tenant: value {tenant!r}: expected 1 to 64 of a-z, 0-9, '_' and '-', "
                          "starting with a letter or digit")
