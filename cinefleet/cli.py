@@ -28,6 +28,7 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from collections.abc import Callable
@@ -35,45 +36,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
-import grpc
 import platformdirs
-import redis
-import sqlalchemy.exc
 import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from cinefleet import logs
-from control_plane.alerts.cli import alerts_app
-from control_plane.audit import AuditBroken
-from control_plane.cli import control_app
-from control_plane.errors import (
-    Conflict,
-    ControlError,
-    ControlInputError,
-    Forbidden,
-    NotFound,
-    Unauthenticated,
-    Unreachable,
-)
-from control_plane.fleet_cli import fleet_app
-from control_plane.people_cli import audit_verify as control_audit_verify
-from ops_agent.cli import agent_app, keys_app, ops, pki_app
-from ops_agent.cli import verify as agent_audit_verify
-from ops_agent.errors import AgentError, AgentInputError, Rejected
-from pipeline.errors import GateBlocked, InputError, PipelineError
-from protos.actions import ActionInputError
-from site_scheduler.cli import runs_app, site_app
-from site_scheduler.cli import submit as site_submit
-from site_scheduler.cli import worker as site_worker
-from site_scheduler.errors import (
-    ControlRefused,
-    RunBlocked,
-    RunCancelled,
-    SiteError,
-    SiteNotFound,
-    SiteUnreachable,
-)
+from pipeline.errors import PipelineError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -84,63 +53,94 @@ EXIT_REJECTED = 5
 EXIT_CANCELLED = 6
 EXIT_UNREACHABLE = 7
 
-#: gRPC status codes that mean the agent refused the caller (mTLS identity) rather than was unreachable.
-_REFUSED_BY_AGENT = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+#: gRPC status codes (by name) that mean the agent refused the caller (mTLS identity) rather than was unreachable.
+_REFUSED_BY_AGENT = ("PERMISSION_DENIED", "UNAUTHENTICATED")
 
 
 def _grpc_exit(exc: BaseException) -> int:
+    import grpc  # already loaded: ``exc`` is one of its errors
+
     code = exc.code() if isinstance(exc, grpc.Call) else None
-    return EXIT_REJECTED if code in _REFUSED_BY_AGENT else EXIT_UNREACHABLE
+    return EXIT_REJECTED if code is not None and code.name in _REFUSED_BY_AGENT else EXIT_UNREACHABLE
 
 
 #: The one table from errors to exit codes, most specific first: the first row whose class matches
-#: wins; a callable decides for classes whose instances differ (gRPC status codes).
-EXIT_CODES: tuple[tuple[type[BaseException], int | Callable[[BaseException], int]], ...] = (
-    (InputError, EXIT_INPUT),
-    (AgentInputError, EXIT_INPUT),
-    (ActionInputError, EXIT_INPUT),
-    (ControlInputError, EXIT_INPUT),
-    (NotFound, EXIT_INPUT),
-    (Conflict, EXIT_REFUSED),
-    (Unauthenticated, EXIT_REJECTED),
-    (Forbidden, EXIT_REJECTED),
-    (AuditBroken, EXIT_FAILED),
-    (GateBlocked, EXIT_BLOCKED),
-    (RunBlocked, EXIT_BLOCKED),
-    (ControlRefused, EXIT_REFUSED),
-    (Rejected, EXIT_REJECTED),
-    (RunCancelled, EXIT_CANCELLED),
-    (SiteUnreachable, EXIT_UNREACHABLE),
-    (Unreachable, EXIT_UNREACHABLE),
-    (SiteNotFound, EXIT_UNREACHABLE),
-    (redis.exceptions.ConnectionError, EXIT_UNREACHABLE),
-    (redis.exceptions.TimeoutError, EXIT_UNREACHABLE),
-    (sqlalchemy.exc.OperationalError, EXIT_UNREACHABLE),
-    (grpc.RpcError, _grpc_exit),
-    (PipelineError, EXIT_FAILED),
-    (SiteError, EXIT_FAILED),
-    (AgentError, EXIT_FAILED),
-    (ControlError, EXIT_FAILED),
+#: wins; a callable decides for classes whose instances differ (gRPC status codes). Classes are
+#: named ``module:Class``, not imported: the table must not make every command pay for importing
+#: gRPC, SQLAlchemy and the control plane, and an error's class is loaded whenever the error exists.
+EXIT_CODES: tuple[tuple[str, int | Callable[[BaseException], int]], ...] = (
+    ("pipeline.errors:InputError", EXIT_INPUT),
+    ("ops_agent.errors:AgentInputError", EXIT_INPUT),
+    ("protos.actions:ActionInputError", EXIT_INPUT),
+    ("control_plane.errors:ControlInputError", EXIT_INPUT),
+    ("control_plane.errors:NotFound", EXIT_INPUT),
+    ("control_plane.errors:Conflict", EXIT_REFUSED),
+    ("control_plane.errors:Unauthenticated", EXIT_REJECTED),
+    ("control_plane.errors:Forbidden", EXIT_REJECTED),
+    ("control_plane.audit:AuditBroken", EXIT_FAILED),
+    ("pipeline.errors:GateBlocked", EXIT_BLOCKED),
+    ("site_scheduler.errors:RunBlocked", EXIT_BLOCKED),
+    ("site_scheduler.errors:ControlRefused", EXIT_REFUSED),
+    ("ops_agent.errors:Rejected", EXIT_REJECTED),
+    ("site_scheduler.errors:RunCancelled", EXIT_CANCELLED),
+    ("site_scheduler.errors:SiteUnreachable", EXIT_UNREACHABLE),
+    ("control_plane.errors:Unreachable", EXIT_UNREACHABLE),
+    ("site_scheduler.errors:SiteNotFound", EXIT_UNREACHABLE),
+    ("redis.exceptions:ConnectionError", EXIT_UNREACHABLE),
+    ("redis.exceptions:TimeoutError", EXIT_UNREACHABLE),
+    ("sqlalchemy.exc:OperationalError", EXIT_UNREACHABLE),
+    ("grpc:RpcError", _grpc_exit),
+    ("pipeline.errors:PipelineError", EXIT_FAILED),
+    ("site_scheduler.errors:SiteError", EXIT_FAILED),
+    ("ops_agent.errors:AgentError", EXIT_FAILED),
+    ("control_plane.errors:ControlError", EXIT_FAILED),
 )
+
+
+def _loaded_class(name: str) -> type | None:
+    """The class ``module:Class`` if its module is already imported, else None: then no instance of it exists."""
+    module, _, attribute = name.partition(":")
+    found = getattr(sys.modules.get(module), attribute, None)
+    return found if isinstance(found, type) else None
 
 
 def exit_code(exc: BaseException) -> int | None:
     """The exit code for ``exc`` from :data:`EXIT_CODES`; None for an error no row knows (a bug)."""
-    for kind, code in EXIT_CODES:
-        if isinstance(exc, kind):
+    for name, code in EXIT_CODES:
+        kind = _loaded_class(name)
+        if kind is not None and isinstance(exc, kind):
             return code(exc) if callable(code) else code
     return None
 
 
 def error_message(exc: BaseException) -> str:
     """What the operator reads: the error's own sentence (a gRPC error's status and details)."""
-    if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
-        return f"agent: {exc.code().name}: {exc.details()}"
-    return str(exc).splitlines()[0] if isinstance(exc, sqlalchemy.exc.SQLAlchemyError) else str(exc)
+    rpc_error, call, sql_error = map(_loaded_class, ("grpc:RpcError", "grpc:Call", "sqlalchemy.exc:SQLAlchemyError"))
+    if rpc_error and call and isinstance(exc, rpc_error) and isinstance(exc, call):
+        return f"agent: {exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+    return str(exc).splitlines()[0] if sql_error and isinstance(exc, sql_error) else str(exc)
+
+
+#: The commands the components contribute, by name: ``(module, attribute)``, a Typer app or a command
+#: function. Each module is imported only when its command runs or a help page lists it, so that
+#: ``cinefleet worker`` or ``cinefleet submit`` does not pay for importing the control plane and the
+#: agent (a second of CPU per process, and a site's tests start dozens of them).
+COMPONENT_COMMANDS: dict[str, tuple[str, str]] = {}
 
 
 class _MappedGroup(TyperGroup):
-    """The root group: runs the command, and turns what it raises into ``error: ...`` and its exit code."""
+    """The root group: imports a component's command when it is asked for, runs the command, and turns what
+    it raises into ``error: ...`` and its exit code."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.imported: set[str] = set()
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in COMPONENT_COMMANDS and cmd_name not in self.imported:
+            self.commands[cmd_name] = _import_command(cmd_name)
+            self.imported.add(cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors click privately)
         try:
@@ -155,6 +155,34 @@ class _MappedGroup(TyperGroup):
             raise typer.Exit(code) from None
 
 
+def _import_command(name: str) -> Any:
+    """The click command (or group) of the component command ``name``, built as ``add_typer``/``command`` would."""
+    module, attribute = COMPONENT_COMMANDS[name]
+    found = getattr(importlib.import_module(module), attribute)
+    holder = typer.Typer()
+    if isinstance(found, typer.Typer):
+        holder.add_typer(found, name=name)
+    else:
+        holder.command(name)(found)
+    return typer.main.get_group(holder).commands[name]
+
+
+def _component_group(name: str, module: str, attribute: str) -> None:
+    """Add the component's Typer app ``module.attribute`` as the group ``name``; it is imported when needed."""
+    COMPONENT_COMMANDS[name] = (module, attribute)
+    app.add_typer(typer.Typer(), name=name)  # holds the group's place (help lists groups in this order)
+
+
+def _component_command(name: str, module: str, attribute: str) -> None:
+    """Add the component's command function ``module.attribute`` as ``name``; it is imported when needed."""
+    COMPONENT_COMMANDS[name] = (module, attribute)
+    app.command(name)(_not_imported)  # holds the command's place; never runs (see _MappedGroup.get_command)
+
+
+def _not_imported() -> None:
+    raise AssertionError("a component command ran before it was imported")
+
+
 app = typer.Typer(help="Render preview episodes and run the cinefleet fleet.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False, cls=_MappedGroup)
 schemas_app = typer.Typer(help="JSON Schemas of every document.", no_args_is_help=True)
@@ -162,20 +190,20 @@ bench_app = typer.Typer(help="Benchmarks that print their figures and ratios.", 
 store_app = typer.Typer(help="The content-addressed artifact store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 app.add_typer(schemas_app, name="schemas")
-app.add_typer(site_app, name="site")
-app.add_typer(runs_app, name="runs")
-app.command("worker")(site_worker)
-app.command("submit")(site_submit)
-app.add_typer(agent_app, name="agent")
-app.add_typer(keys_app, name="keys")
+_component_group("site", "site_scheduler.cli", "site_app")
+_component_group("runs", "site_scheduler.cli", "runs_app")
+_component_command("worker", "site_scheduler.cli", "worker")
+_component_command("submit", "site_scheduler.cli", "submit")
+_component_group("agent", "ops_agent.cli", "agent_app")
+_component_group("keys", "ops_agent.cli", "keys_app")
 audit_app = typer.Typer(help="Hash-chained audit logs: an agent's file, or the centre's database.",
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-app.add_typer(control_app, name="control")
-app.add_typer(alerts_app, name="alerts")
-app.add_typer(fleet_app, name="fleet")
-app.add_typer(pki_app, name="pki")
-app.command("ops")(ops)
+_component_group("control", "control_plane.cli", "control_app")
+_component_group("alerts", "control_plane.alerts.cli", "alerts_app")
+_component_group("fleet", "control_plane.fleet_cli", "fleet_app")
+_component_group("pki", "ops_agent.cli", "pki_app")
+_component_command("ops", "ops_agent.cli", "ops")
 app.add_typer(bench_app, name="bench")
 
 
@@ -193,8 +221,12 @@ def audit_verify(
     if key is not None and db is None:
         raise _fail(EXIT_INPUT, "--key: checks the centre's checkpoints; expected it with --db")
     if db is not None:
+        from control_plane.people_cli import audit_verify as control_audit_verify
+
         control_audit_verify(db, key, as_json)
     else:
+        from ops_agent.cli import verify as agent_audit_verify
+
         assert file is not None
         agent_audit_verify(file, as_json)
 
@@ -432,3 +464,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        # Every object is garbage by now: frozen, the interpreter's final collections skip the hundreds of
+        # thousands of them a site process imported (half a second of CPU at each exit, every command and worker).
+        gc.freeze()

@@ -113,8 +113,9 @@ def _bearer(request: Request) -> str | None:
 def create_app(engine: Engine, people: People, commands: Commands, liveness: Liveness | None = None,
                budgets: Budgets | None = None, ack_key_file: Path | None = None) -> FastAPI:
     """The API over one fleet database; ``commands`` carries the signer and the agent directory, ``liveness``
-    the thresholds host states are judged with, ``budgets`` the cost page's thresholds, ``ack_key_file`` the key ``alerts serve`` signs ack URLs with
-    (read per request: the emitter may make it after this process started)."""
+    the thresholds host states are judged with, ``budgets`` the cost page's thresholds, ``ack_key_file`` the
+    key ``alerts serve`` signs ack URLs with (read per request: the emitter may make it after this process
+    started)."""
     app = FastAPI(title="cinefleet control plane", version="1", openapi_url=f"{PREFIX}/openapi.json",
                   docs_url=None, redoc_url=None)
 

@@ -25,7 +25,7 @@ A fresh machine starts ``healthy``: starting ``degraded`` would stop a host's wo
 caught ``degrade_after`` samples later.
 
 ``offline_after`` defaults to 10 samples because the site itself only notices a dead worker when
-its heartbeat expires (10 s, ``site_scheduler.worker.HEARTBEAT_TTL_SECONDS``); a shorter window
+its heartbeat expires (10 s by default, ``site serve --heartbeat-ttl``); a shorter window
 would judge on data that is not yet there, and a site restart (a few seconds) should not take
 every host offline.
 

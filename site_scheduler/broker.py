@@ -14,10 +14,12 @@ from typing import Any
 from uuid import uuid4
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis
 from dramatiq.middleware import Middleware
 
+from site_scheduler.config import DEFAULT_REDIS_TIMEOUT_S
 from site_scheduler.keys import QUEUES
 
 #: A worker gives up a dead peer's messages after this long without a heartbeat.
@@ -93,8 +95,11 @@ def actor_name(queue: str) -> str:
 
 
 def make_broker(url: str, namespace: str, handler: Handler | None = None,
-                middleware: list[Middleware] | None = None) -> tuple[SiteBroker, dict[str, dramatiq.Actor]]:
-    broker = SiteBroker(url=url, namespace=namespace, heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
+                middleware: list[Middleware] | None = None,
+                socket_timeout: float = DEFAULT_REDIS_TIMEOUT_S) -> tuple[SiteBroker, dict[str, dramatiq.Actor]]:
+    # A client of our own, not ``url=``: dramatiq builds a pool from a URL alone, with redis-py's default timeout.
+    client = redis.Redis.from_url(url, socket_timeout=socket_timeout)
+    broker = SiteBroker(client=client, namespace=namespace, heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
                          maintenance_chance=10_000)
     for extra in middleware or ():
         broker.add_middleware(extra)

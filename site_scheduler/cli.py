@@ -26,7 +26,13 @@ import typer
 
 from pipeline.errors import InputError
 from protos.actions import ACTIONS, QUEUES, OperatorAction
-from site_scheduler.config import DEFAULT_TENANT, default_data_dir, read_endpoints
+from site_scheduler.config import (
+    DEFAULT_HEARTBEAT_TTL_S,
+    DEFAULT_REDIS_TIMEOUT_S,
+    DEFAULT_TENANT,
+    default_data_dir,
+    read_endpoints,
+)
 from site_scheduler.errors import RUN_ENDINGS, RunFailed
 
 site_app = typer.Typer(help="Run and operate a site.", no_args_is_help=True)
@@ -74,13 +80,19 @@ def serve(
     repin_builds: Annotated[bool, typer.Option(
         "--repin-builds", help="Pin the ffmpeg and espeak-ng builds this host has, replacing the site's "
         "earlier pins (after upgrading them on every worker); workers with others take no media work.")] = False,
+    heartbeat_ttl: Annotated[float, typer.Option(help="Seconds a worker's heartbeat lives (2 to 3600): a worker "
+                                                 "unheard this long is offline, its stages are sent again, and it "
+                                                 "gives up its own job.")] = DEFAULT_HEARTBEAT_TTL_S,
+    redis_timeout: Annotated[float, typer.Option(help="Seconds the site's processes wait on one Redis reply "
+                                                 "before they treat Redis as stalled and retry (0.5 to 60).")] =
+    DEFAULT_REDIS_TIMEOUT_S,
 ) -> None:
     """Start the site's scheduler (and its Redis, unless --redis-url is given)."""
     from site_scheduler.service import serve as run
 
     run(site, data_dir or default_data_dir(site), redis_url, db_url, api_port=api_port, tenant=tenant,
         project_roots=project_root or [], control=control, control_token_file=control_token_file,
-        repin_builds=repin_builds)
+        repin_builds=repin_builds, heartbeat_ttl_s=heartbeat_ttl, redis_timeout_s=redis_timeout)
 
 
 @site_app.command("outbox")

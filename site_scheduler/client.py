@@ -19,18 +19,13 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pipeline.bundle import gather, put_bundle
-from pipeline.documents import load_project
 from pipeline.errors import InputError
-from pipeline.stages.render_plan import check_profile
-from pipeline.workspace import Workspace
 from site_scheduler import outbox
 from site_scheduler.config import SiteEndpoints
 from site_scheduler.database import open_engine
 from site_scheduler.errors import ControlRefused, SiteError, SiteUnreachable, SubmissionRefused
 from site_scheduler.keys import DOORBELL, QUEUES, Keys
 from site_scheduler.messages import Control, ControlReply, PlannedStage, SiteMessage, Submission
-from site_scheduler.rows import registry_rows
 from site_scheduler.status import LIVE_RUN, RunStatus, StageStatus
 from site_scheduler.tables import QueueRow, RunRow, StageRow, WorkerRow, row_dict
 
@@ -70,7 +65,7 @@ class SiteClient:
     def __init__(self, endpoints: SiteEndpoints) -> None:
         self.endpoints = endpoints
         self.keys = Keys(endpoints.namespace)
-        self.redis = redis.Redis.from_url(endpoints.redis_url)
+        self.redis = redis.Redis.from_url(endpoints.redis_url, socket_timeout=endpoints.redis_timeout_s)
         self.engine = open_engine(endpoints.db_url)
 
     def close(self) -> None:
@@ -90,6 +85,14 @@ class SiteClient:
             SubmissionRefused: bad input (it names file, field, value and expectation); nothing was sent.
             SiteUnreachable: the site's store, Redis or database could not be reached.
         """
+        # The project's models and the store come only with a submission: every other site command
+        # (controls, listings, the outbox) starts a second sooner without them.
+        from pipeline.bundle import gather, put_bundle
+        from pipeline.documents import load_project
+        from pipeline.stages.render_plan import check_profile
+        from pipeline.workspace import Workspace
+        from site_scheduler.rows import registry_rows
+
         try:
             check_profile(profile)
             gathered = gather(load_project(project))

@@ -23,7 +23,6 @@ from urllib.parse import urlsplit, urlunsplit
 import platformdirs
 
 from pipeline.errors import InputError
-from pipeline.models.canon import ID_PATTERN
 from pipeline.store import atomic_write
 from site_scheduler.errors import SiteNotFound
 
@@ -36,6 +35,15 @@ SECRET_URLS = ("redis_url", "db_url")
 TOKEN_FILE = "api.token"
 #: The tenant a site renders for unless ``site serve --tenant`` says otherwise.
 DEFAULT_TENANT = "default"
+#: How long a worker's heartbeat lives in Redis unless ``site serve --heartbeat-ttl`` says otherwise: a
+#: worker unheard for this long is offline (its stages are sent again) and gives up its own job.
+DEFAULT_HEARTBEAT_TTL_S = 10.0
+#: The bounds of ``--heartbeat-ttl``: at least four of the workers' half-second beats must fit in it.
+HEARTBEAT_TTL_RANGE_S = (2.0, 3600.0)
+#: How long the site's processes wait on one Redis reply before they call it stalled (redis-py's
+#: socket timeout) unless ``site serve --redis-timeout`` says otherwise.
+DEFAULT_REDIS_TIMEOUT_S = 5.0
+REDIS_TIMEOUT_RANGE_S = (0.5, 60.0)
 
 
 def default_data_dir(site_id: str) -> Path:
@@ -57,6 +65,10 @@ class SiteEndpoints:
     #: The ffmpeg and espeak-ng builds the site pinned (tool -> build, ``site_scheduler.builds``): a
     #: worker with others takes no build-dependent stage. Empty from a site that pinned none.
     builds: dict[str, str] = field(default_factory=dict)
+    #: ``site serve --heartbeat-ttl``: every worker of the site beats with this TTL.
+    heartbeat_ttl_s: float = DEFAULT_HEARTBEAT_TTL_S
+    #: ``site serve --redis-timeout``: the socket timeout of every Redis client of the site.
+    redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S
 
     @property
     def namespace(self) -> str:
@@ -76,10 +88,20 @@ def make_data_dir(data_dir: Path) -> None:
 
 def check_tenant(tenant: str) -> str:
     """``tenant`` if it can name a tenant (it becomes a folder of the store); else an InputError."""
+    from pipeline.models.canon import ID_PATTERN  # the models: only ``site serve`` checks a tenant
+
     if not re.fullmatch(ID_PATTERN, tenant) or len(tenant) > 64:
         raise InputError(f"--tenant: value {tenant!r}: expected 1 to 64 of a-z, 0-9, '_' and '-', "
                          "starting with a letter or digit")
     return tenant
+
+
+def check_seconds(option: str, value: float, bounds: tuple[float, float]) -> float:
+    """``value`` if it lies within ``bounds``; else an InputError naming ``option``."""
+    low, high = bounds
+    if not low <= value <= high:
+        raise InputError(f"{option}: value {value!r}: expected seconds between {low:g} and {high:g}")
+    return value
 
 
 def ensure_api_token(data_dir: Path) -> str:

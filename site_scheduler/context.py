@@ -22,7 +22,7 @@ class SiteContext:
         self.endpoints = endpoints
         self.site_id = endpoints.site_id
         self.engine = engine
-        self.redis = redis.Redis.from_url(endpoints.redis_url)
+        self.redis = redis.Redis.from_url(endpoints.redis_url, socket_timeout=endpoints.redis_timeout_s)
         self.keys = Keys(endpoints.namespace)
         self._workspaces: dict[str, Workspace] = {}
         self.health = Health(self.redis, self.keys)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pipeline.registry import ArtifactRow, AssetCacheRow, Base, DerivationRow
-from pipeline.workspace import Workspace
+
+if TYPE_CHECKING:  # the workspace brings every document model; the messages that carry rows need none
+    from pipeline.workspace import Workspace
 
 Rows = dict[str, list[dict[str, Any]]]
 

@@ -58,7 +58,8 @@ class Scheduler:
         self.site = SiteContext(endpoints, engine)
         self.endpoints, self.site_id, self.engine = endpoints, endpoints.site_id, engine
         self.redis, self.keys = self.site.redis, self.site.keys
-        self.broker, self.actors = make_broker(endpoints.redis_url, endpoints.namespace)
+        self.broker, self.actors = make_broker(endpoints.redis_url, endpoints.namespace,
+                                               socket_timeout=endpoints.redis_timeout_s)
         self.graph = RunGraph(self.site)
         self.intake = Intake(self.site, self.graph)
         self.dispatcher = Dispatcher(self.site, self.graph, self.actors, self.broker.enqueue_all)

@@ -23,8 +23,13 @@ from site_scheduler.api import ApiServer
 from site_scheduler.builds import own_builds, pin_builds
 from site_scheduler.client import SiteClient
 from site_scheduler.config import (
+    DEFAULT_HEARTBEAT_TTL_S,
+    DEFAULT_REDIS_TIMEOUT_S,
     DEFAULT_TENANT,
+    HEARTBEAT_TTL_RANGE_S,
+    REDIS_TIMEOUT_RANGE_S,
     SiteEndpoints,
+    check_seconds,
     check_tenant,
     ensure_api_token,
     make_data_dir,
@@ -50,15 +55,19 @@ def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: st
           ready: threading.Event | None = None, stop: threading.Event | None = None,
           api_port: int | None = None, tenant: str = DEFAULT_TENANT,
           project_roots: Sequence[Path] = (), control: str | None = None,
-          control_token_file: Path | None = None, repin_builds: bool = False) -> None:
+          control_token_file: Path | None = None, repin_builds: bool = False,
+          heartbeat_ttl_s: float = DEFAULT_HEARTBEAT_TTL_S, redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S) -> None:
     """Serve the site until ``stop`` (or SIGTERM/SIGINT); every run submitted to it renders for ``tenant``.
 
     ``project_roots`` are the folders the HTTP API takes project files from (none: it takes none).
     With ``control`` (the centre's ``HOST:PORT``) a :class:`~site_scheduler.shipper.Shipper` thread
     pushes the outbox there with the token in ``control_token_file`` (default ``DATA_DIR/control.token``).
     The site keeps the media builds it pinned first; ``repin_builds`` pins this host's instead.
+    ``heartbeat_ttl_s`` and ``redis_timeout_s`` go to ``site.json`` for every process of the site.
     """
     check_tenant(tenant)
+    check_seconds("--heartbeat-ttl", heartbeat_ttl_s, HEARTBEAT_TTL_RANGE_S)
+    check_seconds("--redis-timeout", redis_timeout_s, REDIS_TIMEOUT_RANGE_S)
     roots = [root.resolve() for root in project_roots]
     missing = [str(root) for root in roots if not root.is_dir()]
     if missing:
@@ -81,7 +90,7 @@ def serve(site_id: str, data_dir: Path, redis_url: str | None = None, db_url: st
     builds = pin_builds(engine, site_id, own_builds(), repin=repin_builds)
     endpoints = SiteEndpoints(site_id=site_id, data_dir=str(data_dir), redis_url=redis_url, db_url=db_url,
                               store=str(data_dir / "store"), scheduler_pid=os.getpid(), tenant=tenant,
-                              builds=builds)
+                              builds=builds, heartbeat_ttl_s=heartbeat_ttl_s, redis_timeout_s=redis_timeout_s)
     api: ApiServer | None = None
     if api_port is not None:
         api = ApiServer(SiteClient(endpoints), api_port, ensure_api_token(data_dir), roots)

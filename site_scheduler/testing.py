@@ -12,6 +12,7 @@ Nothing here imports pytest: a failure raises ``AssertionError`` (or
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -34,6 +35,13 @@ START_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 30
 #: A CLI call in a test renders at most a small episode (``submit --wait``).
 CLI_TIMEOUT_S = 300
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """Kill ``process`` and its process group (what it started), and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=STOP_TIMEOUT_S)
 
 
 def _log_tail(path: Path, size: int = 2000) -> str:
@@ -100,8 +108,15 @@ class Site:
             command += ["--project-root", str(root)]
         command += self.options
         self.scheduler = process = self._spawn(command, "scheduler.log")
-        wait_for(lambda: self._alive(process, "the scheduler", "scheduler.log") and
-                 (self.data_dir / "site.json").exists(), "site.json", START_TIMEOUT_S)
+        try:
+            wait_for(lambda: self._alive(process, "the scheduler", "scheduler.log") and
+                     (self.data_dir / "site.json").exists(), "site.json", START_TIMEOUT_S)
+        except BaseException:
+            # A context manager whose __enter__ fails is never closed: end the scheduler (and the Redis it
+            # may have started) here, or it outlives the test and slows every later one.
+            self.scheduler = None
+            _end(process)
+            raise
 
     def stop_scheduler(self, sig: int = signal.SIGTERM) -> None:
         assert self.scheduler is not None, "the scheduler is not running"
@@ -173,9 +188,15 @@ class Site:
         return wait_for(check, what, timeout)
 
     def close(self) -> None:
-        """Stop every worker, then the scheduler; kill a scheduler that does not stop in time."""
+        """Stop every worker, then the scheduler; kill a scheduler that does not stop in time.
+
+        The workers are all told to stop before any is waited for: each takes a second or two to
+        wind down, and one after the other that added up in every test's teardown.
+        """
+        for process in self.workers.values():
+            os.killpg(process.pid, signal.SIGTERM)
         for name in list(self.workers):
-            self.kill_worker(name, signal.SIGTERM)
+            self.workers.pop(name).wait(timeout=STOP_TIMEOUT_S)
         if self.scheduler is not None:
             try:
                 self.stop_scheduler()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -34,7 +35,7 @@ from pipeline.media.processes import kill_descendants
 from pipeline.store import ArtifactStore, make_files_private
 from site_scheduler.broker import make_broker
 from site_scheduler.builds import build_free_queues, own_builds, refusal
-from site_scheduler.config import SiteEndpoints
+from site_scheduler.config import DEFAULT_HEARTBEAT_TTL_S, SiteEndpoints
 from site_scheduler.errors import SiteError
 from site_scheduler.execute import RedisHints, run_stage
 from site_scheduler.keys import Keys
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HEARTBEAT_SECONDS = 0.5
-HEARTBEAT_TTL_SECONDS = 10
 #: A stage still running after this long is reported as started.
 STARTED_AFTER_S = 0.05
 #: How long a message this worker may not take waits before it is offered again.
@@ -58,7 +58,8 @@ class WorkerState:
     """What this worker is doing, shared by the actor, the middleware and the heartbeat."""
 
     def __init__(self, name: str, keys: Keys, client: redis.Redis, queues: list[str], host: str,
-                 builds: dict[str, str] | None = None, refused: str | None = None) -> None:
+                 builds: dict[str, str] | None = None, refused: str | None = None,
+                 heartbeat_ttl_s: float = DEFAULT_HEARTBEAT_TTL_S) -> None:
         self.name = name
         self.keys = keys
         self.redis = client
@@ -74,6 +75,7 @@ class WorkerState:
         self.beaten = time.monotonic()  # when a heartbeat last reached Redis
         self.abandoned: StagePayload | None = None  # the job given up because this worker went unseen
         self.stopping = threading.Event()  # set by SIGTERM/SIGINT: waiting for Redis ends
+        self.heartbeat_ttl_s = heartbeat_ttl_s  # the site's (site.json): how long a heartbeat lives in Redis
 
     def unseen(self) -> bool:
         """True once no heartbeat has reached Redis for longer than its TTL.
@@ -81,7 +83,7 @@ class WorkerState:
         The site then counts this worker offline and may send its stage to another worker, so
         the work in hand is given up and no new work is taken until a heartbeat gets through.
         """
-        return time.monotonic() - self.beaten > HEARTBEAT_TTL_SECONDS
+        return time.monotonic() - self.beaten > self.heartbeat_ttl_s
 
     def set_status(self, status: WorkerStatus) -> None:
         with self.lock:
@@ -122,7 +124,7 @@ class WorkerState:
         pipe = self.redis.pipeline()
         # redis-py's mapping type has an invariant key (str | bytes | ...), so no dict[str, ...] fits it.
         pipe.hset(self.keys.worker(self.name), mapping=record.to_hash())  # type: ignore[arg-type]
-        pipe.expire(self.keys.worker(self.name), HEARTBEAT_TTL_SECONDS)
+        pipe.pexpire(self.keys.worker(self.name), math.ceil(self.heartbeat_ttl_s * 1000))
         pipe.sadd(self.keys.workers, self.name)
         pipe.execute()
         self.beaten = time.monotonic()
@@ -261,7 +263,7 @@ def _abandon(state: WorkerState) -> None:
         if job is None or state.abandoned is job:
             return
         state.abandoned = job
-    log.warning("no heartbeat reached Redis for %s s: abandoning %s/%s attempt %s", HEARTBEAT_TTL_SECONDS,
+    log.warning("no heartbeat reached Redis for %s s: abandoning %s/%s attempt %s", state.heartbeat_ttl_s,
                 job.run_id, job.stage_id, job.attempt)
     kill_descendants()
 
@@ -332,7 +334,7 @@ def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str
     """
     make_files_private()  # what it writes lands in the site's store and scratch folders
     ArtifactStore(Path(endpoints.store)).sweep_scratch()  # what a killed worker on this host left
-    client = redis.Redis.from_url(endpoints.redis_url)
+    client = redis.Redis.from_url(endpoints.redis_url, socket_timeout=endpoints.redis_timeout_s)
     keys = Keys(endpoints.namespace)
     builds = own_builds()
     refused = refusal(builds, endpoints.builds)
@@ -340,10 +342,11 @@ def run_worker(endpoints: SiteEndpoints, queues: list[str], name: str, host: str
         queues = [queue for queue in queues if queue in build_free_queues()]
         log.warning("worker %s takes no media work: its %s; it consumes %s", name, refused,
                     ", ".join(queues) or "no queue")
-    state = WorkerState(name, keys, client, queues, host or socket.gethostname(), builds, refused)
+    state = WorkerState(name, keys, client, queues, host or socket.gethostname(), builds, refused,
+                        endpoints.heartbeat_ttl_s)
     refuse_taken_name(state)
     broker, _ = make_broker(endpoints.redis_url, endpoints.namespace, make_handler(state, endpoints),
-                            middleware=[SiteControls(state)])
+                            middleware=[SiteControls(state)], socket_timeout=endpoints.redis_timeout_s)
     stop, halted = state.stopping, threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

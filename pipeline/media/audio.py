@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.ndimage
 
 from pipeline.media.aac import encode_aac
 from pipeline.media.loudness import integrated_loudness, normalise_loudness
@@ -63,6 +62,8 @@ def _duck_gain(track: np.ndarray, duck_db: float) -> np.ndarray:
     The level follows with a 30 ms attack and 300 ms release, then is ramped linearly inside
     each block so the gain has no steps.
     """
+    import scipy.ndimage  # imported here: scipy costs a second of CPU in every process that only plans or schedules
+
     full = track.size // _BLOCK
     blocks = track[: full * _BLOCK].reshape(full, _BLOCK)
     power = np.einsum("bs,bs->b", blocks, blocks) / _BLOCK

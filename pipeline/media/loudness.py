@@ -11,9 +11,6 @@ import functools
 import math
 
 import numpy as np
-import pyloudnorm
-import scipy.ndimage
-import scipy.signal
 
 from pipeline.media.pcm import SAMPLE_RATE
 
@@ -27,6 +24,8 @@ _LIMITER_WINDOW = SAMPLE_RATE // 200  # 5 ms: look-ahead and attack of the peak 
 @functools.cache
 def _k_weighting(rate: int) -> np.ndarray:
     """Return the BS.1770 K-weighting filter (shelf + high-pass) as float32 SOS sections."""
+    import pyloudnorm  # imported here: scipy costs a second of CPU in every process that only plans or schedules
+
     filters = pyloudnorm.Meter(rate)._filters  # pyloudnorm designs the two stages for any rate
     stages = [np.concatenate([f.b, f.a]) for f in (filters["high_shelf"], filters["high_pass"])]
     return np.vstack(stages).astype(np.float32)
@@ -38,6 +37,8 @@ def _hop_energies(pcm: np.ndarray, rate: int) -> np.ndarray:
     Filtered in 10 s pieces with the filter state carried across, so the working set stays
     in cache and no signal-sized temporaries are allocated (each costs page faults here).
     """
+    import scipy.signal  # imported here: scipy costs a second of CPU in every process that only plans or schedules
+
     hop = rate // 10
     hops = pcm.shape[0] // hop
     sos = _k_weighting(rate)
@@ -94,6 +95,8 @@ def _limit_in_place(pcm: np.ndarray, ceiling: float) -> None:
     and then averaged over it: the gain is smooth and never above what any sample needs.
     Only the regions around overs are touched, so a mostly clean mix costs one peak scan.
     """
+    import scipy.ndimage  # imported here: scipy costs a second of CPU in every process that only plans or schedules
+
     peak = _peak(pcm)
     overs = np.flatnonzero(peak > ceiling)
     if overs.size == 0:

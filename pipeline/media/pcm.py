@@ -10,8 +10,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import scipy.io.wavfile
-import scipy.signal
 
 from pipeline.errors import MediaError
 from pipeline.media.files import atomic_output
@@ -32,6 +30,9 @@ def read_wav(path: Path) -> np.ndarray:
 
     Resampling is polyphase with the exact rational ratio (deterministic, no drift).
     """
+    import scipy.io.wavfile  # imported here: scipy costs a second of CPU in every process that only plans or schedules
+    import scipy.signal
+
     try:
         rate, data = scipy.io.wavfile.read(path)
     except (OSError, ValueError) as exc:
@@ -51,6 +52,8 @@ def read_wav(path: Path) -> np.ndarray:
 
 def write_wav(pcm: np.ndarray, out_wav: Path) -> None:
     """Write mono ``pcm`` as a 48 kHz 16-bit WAV, atomically (values clipped to [-1, 1))."""
+    import scipy.io.wavfile  # imported here: scipy costs a second of CPU in every process that only plans or schedules
+
     ints = np.round(np.clip(pcm, -1.0, 32767 / 32768) * 32768).astype("<i2")
     with atomic_output(out_wav) as tmp:
         scipy.io.wavfile.write(tmp, SAMPLE_RATE, ints)

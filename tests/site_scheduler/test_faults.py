@@ -20,11 +20,42 @@ import redis
 
 from pipeline.store import file_sha256
 from site_scheduler.testing import Site
-from site_scheduler.worker import descendants
+from site_scheduler.worker import HEARTBEAT_SECONDS, descendants
 from tests.pipeline.conftest import require_espeak
 
-#: Longer than redis-py's 5 s socket timeout: every client sees ``TimeoutError``, not ``ConnectionError``.
-STALL_S = 7
+#: The site's Redis socket timeout in the stall tests (``site serve --redis-timeout``; 5 s by default):
+#: short, so that a stall past it lasts seconds, not tens of seconds.
+REDIS_TIMEOUT_S = 2
+#: Longer than the socket timeout: every client sees ``TimeoutError``, not ``ConnectionError``.
+STALL_S = REDIS_TIMEOUT_S + 2
+#: A heartbeat TTL (``site serve --heartbeat-ttl``; 10 s by default) the stall stays well inside, as 7 s
+#: inside 10 s with the defaults: no worker may give up its job for it.
+OUTLASTS_STALL_TTL_S = 8
+#: A heartbeat TTL short enough that a stall can outlast it in a few seconds.
+SHORT_TTL_S = 3
+
+
+@contextmanager
+def _site_with(tmp_path: Path, heartbeat_ttl: float) -> Iterator[Site]:
+    """A site whose Redis timeout is :data:`REDIS_TIMEOUT_S` and whose heartbeat TTL is ``heartbeat_ttl``."""
+    options = ["--redis-timeout", str(REDIS_TIMEOUT_S), "--heartbeat-ttl", str(heartbeat_ttl)]
+    with Site(data_dir=tmp_path / "site", logs=tmp_path / "logs", options=options) as running:
+        endpoints = running.client.endpoints  # what every worker of the site reads from site.json
+        assert (endpoints.redis_timeout_s, endpoints.heartbeat_ttl_s) == (REDIS_TIMEOUT_S, heartbeat_ttl)
+        yield running
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("--heartbeat-ttl", "1", "--heartbeat-ttl: value 1.0: expected seconds between 2 and 3600"),
+    ("--redis-timeout", "0", "--redis-timeout: value 0.0: expected seconds between 0.5 and 60"),
+])
+def test_site_timings_out_of_range_are_refused_and_nothing_is_written(
+        tmp_path: Path, option: str, value: str, expected: str) -> None:
+    data_dir = tmp_path / "site"
+    result = subprocess.run([sys.executable, "-m", "cinefleet", "site", "serve", "--site", "t1", "--data-dir",
+                             str(data_dir), option, value], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
+    assert not data_dir.exists()
 
 
 def _running_shot(site: Site, run_id: str) -> dict[str, object] | None:
@@ -46,8 +77,13 @@ def _online(site: Site, names: set[str]) -> bool:
 
 
 def test_a_redis_stall_past_the_socket_timeout_is_ridden_out(
-        site: Site, pilot: Path, pilot_reference_sha256: str) -> None:
+        tmp_path: Path, pilot: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
+    with _site_with(tmp_path, OUTLASTS_STALL_TTL_S) as site:
+        _ride_out_a_redis_stall(site, pilot, pilot_reference_sha256)
+
+
+def _ride_out_a_redis_stall(site: Site, pilot: Path, pilot_reference_sha256: str) -> None:
     site.start_worker("w1")
     site.start_worker("w2")
     run_id = json.loads(site.cli("submit", pilot, "--json").stdout)["run_id"]
@@ -62,7 +98,7 @@ def test_a_redis_stall_past_the_socket_timeout_is_ridden_out(
         assert process.poll() is None, f"worker {name} exited"
     # Heartbeats flow again: both workers are online, and stay so past the heartbeat TTL.
     site.wait_until(lambda: _online(site, {"w1", "w2"}), "both workers online", timeout=30)
-    time.sleep(11)
+    time.sleep(OUTLASTS_STALL_TTL_S + 1)
     assert _online(site, {"w1", "w2"}), site.client.workers()
     health = site.client.redis.hgetall(site.client.keys.scheduler)
     assert health[b"status"] == b"ok", health
@@ -247,8 +283,13 @@ def _comm(pid: int) -> str:
 
 
 def test_a_worker_unseen_past_its_heartbeat_ttl_abandons_its_job_and_comes_back(
-        site: Site, pilot: Path, tmp_path: Path, pilot_reference_sha256: str) -> None:
+        pilot: Path, tmp_path: Path, pilot_reference_sha256: str) -> None:
     require_espeak()
+    with _site_with(tmp_path, SHORT_TTL_S) as site:
+        _abandon_and_come_back(site, pilot, tmp_path, pilot_reference_sha256)
+
+
+def _abandon_and_come_back(site: Site, pilot: Path, tmp_path: Path, pilot_reference_sha256: str) -> None:
     from pipeline.media.ffmpeg import ffmpeg_path
 
     marker = tmp_path / "hang-next-encode"
@@ -265,9 +306,14 @@ def test_a_worker_unseen_past_its_heartbeat_ttl_abandons_its_job_and_comes_back(
     worker = site.workers["w1"]
     hung = site.wait_until(lambda: next((p for p in descendants(worker.pid) if _comm(p) == "sleep"), None),
                            "an encode to hang", timeout=120)
+    stalled = time.monotonic()
     with _stopped(site.redis_pid()):
-        time.sleep(13)  # past the heartbeat TTL (10 s): the worker must give its job up
-        assert not Path(f"/proc/{hung}").exists() or _comm(hung) != "sleep", "the hung encode was killed"
+        # Past the heartbeat TTL the worker must give its job up: it notices at its first beat that fails
+        # after the TTL, each failing beat taking up to the socket timeout.
+        site.wait_until(lambda: not Path(f"/proc/{hung}").exists() or _comm(hung) != "sleep",
+                        "the hung encode to be killed", timeout=SHORT_TTL_S + 2 * REDIS_TIMEOUT_S + 10)
+        # Its last heartbeat may have reached Redis up to one beat before the stall began.
+        assert time.monotonic() - stalled > SHORT_TTL_S - HEARTBEAT_SECONDS, "given up only once the TTL had passed"
     run = site.wait(run_id, timeout=240)
     assert run["status"] == "completed", run
     assert file_sha256(Path(run["episode"])) == pilot_reference_sha256
