@@ -42,7 +42,7 @@ def centre(command_site: Site, command_agent: AgentProcess, command_keys: Path, 
                                    str(data_dir), *(f"--approval={a}" for a in POLICY)],
                                   stdout=log, stderr=log, start_new_session=True)
     try:
-        wait_for(lambda: (data_dir / "signer.json").exists() or signer.poll() is not None, "the signer", 30)
+        wait_for(lambda: (data_dir / "signer.json").exists() or signer.poll() is not None, "the signer", 60)
         assert signer.poll() is None, (tmp_path / "signer.log").read_text()
         people = People(engine)
         commands = Commands(engine, HarnessDirectory(command_site, command_agent),
