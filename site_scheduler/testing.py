@@ -35,6 +35,8 @@ START_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 30
 #: A CLI call in a test renders at most a small episode (``submit --wait``).
 CLI_TIMEOUT_S = 300
+#: How long a submitted run may take to be recorded by a busy scheduler.
+RECORD_TIMEOUT_S = 60
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:
@@ -173,8 +175,11 @@ class Site:
         return {"Authorization": f"Bearer {read_api_token(self.data_dir)}"}
 
     def run(self, run_id: str) -> dict[str, Any]:
+        """The run, waiting (bounded) for one just submitted: ``submit`` only queues it in Redis, and the
+        scheduler records it moments later, often after a fast ``cinefleet submit`` has already exited."""
         found = self.client.run(run_id)
-        assert found is not None, f"run {run_id!r} does not exist"
+        if found is None:
+            found = wait_for(lambda: self.client.run(run_id), f"run {run_id!r} to exist", RECORD_TIMEOUT_S)
         return found
 
     def stage(self, run_id: str, stage_id: str) -> dict[str, Any]:
