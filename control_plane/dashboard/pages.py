@@ -22,6 +22,7 @@ from control_plane import audit
 from control_plane.commands import AWAITING_APPROVAL, STATUSES, Commands
 from control_plane.costs import Budgets
 from control_plane.dashboard import charts
+from control_plane.dashboard.alert_pages import alert_page, alerts_page, firing_count
 from control_plane.dashboard.lineage_cost import cost_page, lineage_diff_page, lineage_page
 from control_plane.dashboard.live import run_version
 from control_plane.dashboard.load import QueueLoad, queue_loads
@@ -127,7 +128,7 @@ def fleet_page(v: View) -> dict[str, Any]:
                                                                                  limit=FLEET_RUNS).items),
                                 key=lambda r: (r.submitted_at, r.site_id, r.run_id), reverse=True)[:FLEET_RUNS],
             "failures": v.fleet.runs(v.scope, status=("failed",), limit=FLEET_RUNS).items,
-            "host_states": (*HOST_STATES, "disconnected")}
+            "host_states": (*HOST_STATES, "disconnected"), "firing": firing_count(v.fleet.session, v.scope)}
 
 
 def runs_page(v: View) -> dict[str, Any]:
@@ -255,6 +256,8 @@ PAGES: list[Page] = [
     Page("/workers", "workers.html", "Workers", Role.VIEWER, workers_page, "Workers"),
     Page("/hosts", "hosts.html", "Hosts", Role.VIEWER, hosts_page, "Hosts"),
     Page("/hosts/{site_id}/{host}", "host.html", None, Role.VIEWER, host_page, "Host"),
+    Page("/alerts", "alerts.html", "Alerts", Role.VIEWER, alerts_page, "Alerts"),
+    Page("/alerts/{alert_id}", "alert.html", None, Role.VIEWER, alert_page, "Alert"),
     Page("/commands", "commands.html", "Commands", Role.VIEWER, commands_page, "Commands"),
     Page("/commands/{command_id}", "command.html", None, Role.VIEWER, command_page, "Command"),
     Page("/audit", "audit.html", "Audit", Role.ADMIN, audit_page, "Audit"),
