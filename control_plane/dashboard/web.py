@@ -38,6 +38,7 @@ from control_plane.audit import writing
 from control_plane.commands import REQUESTED, Commands, SignatureRefused, action_row
 from control_plane.costs import Budgets
 from control_plane.dashboard.alert_pages import SILENCE_HOURS, whole_id
+from control_plane.dashboard.glance import Glance
 from control_plane.dashboard.live import Publisher
 from control_plane.dashboard.pages import PAGES, Page, View
 from control_plane.dashboard.sessions import LoginThrottle, Sessions, WebSession
@@ -135,6 +136,7 @@ class Dashboard:
         self.sessions = sessions or Sessions(engine, people, commands.audit)
         self.throttle = throttle or LoginThrottle()
         self.live = publisher or Publisher(engine, self.liveness)
+        self.glance = Glance(engine, self.liveness)
         self.templates = Environment(loader=PackageLoader("control_plane.dashboard", "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True),
                                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -234,7 +236,7 @@ class Dashboard:
         self._require(request, session.principal, page.role)
         with Session(self.engine) as db:
             view = View(session.principal, Fleet(db, self.liveness), self.engine, self.commands,
-                        request.query_params, request.path_params, self.budgets)
+                        request.query_params, request.path_params, self.glance, self.budgets)
             context = page.view(view)
         return self.render(request, page.template, context, session=session, title=page.title)
 
