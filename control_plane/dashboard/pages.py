@@ -22,9 +22,11 @@ from control_plane import audit
 from control_plane.commands import AWAITING_APPROVAL, STATUSES, Commands
 from control_plane.costs import Budgets
 from control_plane.dashboard import charts
+from control_plane.dashboard.alert_pages import alert_page, alerts_page, firing_count
+from control_plane.dashboard.glance import Glance
 from control_plane.dashboard.lineage_cost import cost_page, lineage_diff_page, lineage_page
 from control_plane.dashboard.live import run_version
-from control_plane.dashboard.load import QueueLoad, queue_loads
+from control_plane.dashboard.load import QueueLoad
 from control_plane.errors import ControlInputError, NotFound
 from control_plane.fleet import PAGE_SIZE, Fleet, RunView
 from control_plane.health import HOST_STATES
@@ -58,6 +60,8 @@ class View:
     commands: Commands
     query: QueryParams
     path: Mapping[str, str]
+    #: The fleet page's shared fleet-wide figures (one per process).
+    glance: Glance
     #: The cost page's thresholds (``DIR/budgets.json``); none by default.
     budgets: Budgets = field(default_factory=Budgets)
 
@@ -107,27 +111,30 @@ class Page:
 
 
 def fleet_page(v: View) -> dict[str, Any]:
-    """The whole fleet at a glance; the numbers update live over server-sent events."""
-    summary = v.fleet.summary(v.scope)
-    sites = v.fleet.sites(v.scope)
-    loads = queue_loads(v.fleet.session, v.now)
+    """The whole fleet at a glance; the numbers update live over server-sent events.
+
+    The fleet-wide figures come from the process's :class:`~control_plane.dashboard.glance.Glance`
+    (at most a tick old, as the live numbers are); the short lists below them are read per request.
+    """
+    seen = v.glance.get(v.scope)
+    sites = seen["sites"]
     depth: dict[str, dict[str, int]] = {}
-    for (site_id, queue), load in loads.items():
+    for (site_id, queue), load in seen["loads"].items():
         depth.setdefault(site_id, {})[queue] = load.waiting
     warnings = [f"site {s.site_id} is disconnected: {s.reason}" for s in sites if s.connection != "connected"]
-    unhealthy = sorted(((key, verdict) for key, verdict in v.fleet.host_states().items()
-                        if verdict.state not in ("healthy", "disconnected")), key=lambda item: item[0])
+    unhealthy = seen["unhealthy"]
     warnings += [f"host {site_id}/{host} is {verdict.state}: {'; '.join(verdict.reasons) or 'no reason given'}"
                  for (site_id, host), verdict in unhealthy[:WARNED_HOSTS]]
     if len(unhealthy) > WARNED_HOSTS:
         warnings.append(f"... and {len(unhealthy) - WARNED_HOSTS} more hosts: see the Hosts page")
     warnings += [f"queue {q.site_id}/{q.name} is paused" for q in v.fleet.queues(v.scope) if q.paused]
-    return {"summary": summary, "sites": sites, "depth": depth, "queues": QUEUES, "warnings": warnings,
+    return {"summary": seen["summary"], "sites": sites, "depth": depth, "queues": QUEUES,
+            "warnings": warnings,
             "in_flight": sorted((r for status in LIVE_RUN for r in v.fleet.runs(v.scope, status=(status,),
                                                                                  limit=FLEET_RUNS).items),
                                 key=lambda r: (r.submitted_at, r.site_id, r.run_id), reverse=True)[:FLEET_RUNS],
             "failures": v.fleet.runs(v.scope, status=("failed",), limit=FLEET_RUNS).items,
-            "host_states": (*HOST_STATES, "disconnected")}
+            "host_states": (*HOST_STATES, "disconnected"), "firing": firing_count(v.fleet.session, v.scope)}
 
 
 def runs_page(v: View) -> dict[str, Any]:
@@ -168,7 +175,7 @@ def run_page(v: View) -> dict[str, Any]:
 def queues_page(v: View) -> dict[str, Any]:
     """Per site and queue: depth, in flight, jobs in the last hour, the ETA to drain it, paused."""
     site = v.text("site", 64)
-    loads = queue_loads(v.fleet.session, v.now)
+    loads = v.glance.get(v.scope)["loads"]  # infrastructure, the same for every scope; at most a tick old
     rows = [(q, loads.get((q.site_id, q.name), QueueLoad(q.site_id, q.name))) for q in v.fleet.queues(v.scope, site)]
     return {"rows": rows, "site": site or ""}
 
@@ -255,6 +262,8 @@ PAGES: list[Page] = [
     Page("/workers", "workers.html", "Workers", Role.VIEWER, workers_page, "Workers"),
     Page("/hosts", "hosts.html", "Hosts", Role.VIEWER, hosts_page, "Hosts"),
     Page("/hosts/{site_id}/{host}", "host.html", None, Role.VIEWER, host_page, "Host"),
+    Page("/alerts", "alerts.html", "Alerts", Role.VIEWER, alerts_page, "Alerts"),
+    Page("/alerts/{alert_id}", "alert.html", None, Role.VIEWER, alert_page, "Alert"),
     Page("/commands", "commands.html", "Commands", Role.VIEWER, commands_page, "Commands"),
     Page("/commands/{command_id}", "command.html", None, Role.VIEWER, command_page, "Command"),
     Page("/audit", "audit.html", "Audit", Role.ADMIN, audit_page, "Audit"),

@@ -33,15 +33,19 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
+from control_plane.alerts import actions as alert_actions
 from control_plane.audit import writing
 from control_plane.commands import REQUESTED, Commands, SignatureRefused, action_row
 from control_plane.costs import Budgets
+from control_plane.dashboard.alert_pages import SILENCE_HOURS, whole_id
+from control_plane.dashboard.glance import Glance
 from control_plane.dashboard.live import Publisher
 from control_plane.dashboard.pages import PAGES, Page, View
 from control_plane.dashboard.sessions import LoginThrottle, Sessions, WebSession
 from control_plane.errors import Conflict, ControlError, ControlInputError, Forbidden, NotFound, Unauthenticated
 from control_plane.fleet import Fleet, Liveness
 from control_plane.people import People, Principal, Role
+from control_plane.tables import SilenceRow
 
 #: The session cookie (a random id; the database holds its sha256).
 COOKIE = "cinefleet_session"
@@ -52,6 +56,9 @@ FORMS: dict[str, Role] = {
     "/logout": Role.VIEWER,
     "/actions": Role.OPERATOR,
     "/commands/{command_id}/approve": Role.OPERATOR,
+    "/alerts/{alert_id}/ack": Role.OPERATOR,
+    "/silences": Role.OPERATOR,
+    "/silences/{silence_id}/unsilence": Role.OPERATOR,
 }
 #: The one mapping from the control plane's errors to the dashboard's error pages; most specific first.
 ERROR_PAGES: tuple[tuple[type[Exception], int, str], ...] = (
@@ -129,6 +136,7 @@ class Dashboard:
         self.sessions = sessions or Sessions(engine, people, commands.audit)
         self.throttle = throttle or LoginThrottle()
         self.live = publisher or Publisher(engine, self.liveness)
+        self.glance = Glance(engine, self.liveness)
         self.templates = Environment(loader=PackageLoader("control_plane.dashboard", "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True),
                                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -147,7 +155,9 @@ class Dashboard:
         app.add_api_route("/login", self._login_form, methods=["GET"], include_in_schema=False)
         app.add_api_route("/login", self._login, methods=["POST"], include_in_schema=False)
         for path, handler in (("/logout", self._logout), ("/actions", self._action),
-                              ("/commands/{command_id}/approve", self._approve)):
+                              ("/commands/{command_id}/approve", self._approve),
+                              ("/alerts/{alert_id}/ack", self._ack), ("/silences", self._silence),
+                              ("/silences/{silence_id}/unsilence", self._unsilence)):
             app.add_api_route(path, self._form_endpoint(path, handler), methods=["POST"], include_in_schema=False)
         app.add_api_route("/events", self._events, methods=["GET"], include_in_schema=False)
         app.mount("/static", StaticFiles(packages=[("control_plane.dashboard", "static")]), name="static")
@@ -226,7 +236,7 @@ class Dashboard:
         self._require(request, session.principal, page.role)
         with Session(self.engine) as db:
             view = View(session.principal, Fleet(db, self.liveness), self.engine, self.commands,
-                        request.query_params, request.path_params, self.budgets)
+                        request.query_params, request.path_params, self.glance, self.budgets)
             context = page.view(view)
         return self.render(request, page.template, context, session=session, title=page.title)
 
@@ -333,6 +343,52 @@ class Dashboard:
         self.commands.approve(session.principal, command_id)
         self.commands.execute(command_id)
         return RedirectResponse(f"/commands/{command_id}", status_code=303, headers=HEADERS)
+
+    def _tenant_check(self, request: Request, principal: Principal) -> Callable[[str | None], None]:
+        """The API's per-tenant check for an alert action; a refusal is audited as a refused page is."""
+        def check(tenant: str | None) -> None:
+            try:
+                principal.require(Role.OPERATOR, tenant)
+            except Forbidden as exc:
+                self._refuse(principal.user, request, str(exc))
+                raise
+        return check
+
+    def _ack(self, request: Request, session: WebSession, form: FormData) -> Response:
+        """Ack from the page: the same core call as ``POST /api/v1/alerts/{id}/ack`` and ``cinefleet alerts ack``."""
+        alert_id = whole_id(request.path_params["alert_id"], "alert id")
+        alert_actions.ack(self.engine, alert_id, session.principal.user, via="dashboard",
+                          tenant_check=self._tenant_check(request, session.principal))
+        return RedirectResponse(f"/alerts/{alert_id}", status_code=303, headers=HEADERS)
+
+    def _silence(self, request: Request, session: WebSession, form: FormData) -> Response:
+        """A silence from the form's matchers, length and reason, through the API's core call and checks."""
+        matchers: dict[str, str] = {}
+        for name, value in zip(form.getlist("field"), form.getlist("value"), strict=False):
+            name, value = str(name).strip(), str(value).strip()
+            if not name and not value:
+                continue
+            if name in matchers:
+                raise ControlInputError(f"matcher {name}: given twice; expected each field once")
+            matchers[name] = value
+        hours = str(form.get("hours") or "")
+        if hours not in {str(h) for h in SILENCE_HOURS}:
+            raise ControlInputError(f"hours: value {hours[:20]!r}: expected one of "
+                                    f"{', '.join(str(h) for h in SILENCE_HOURS)}")
+        self._tenant_check(request, session.principal)(matchers.get("tenant"))
+        alert_actions.silence(self.engine, matchers, actor=session.principal.user, reason=str(form.get("reason") or ""),
+                              duration_s=int(hours) * 3600.0)
+        return RedirectResponse("/alerts#silenced", status_code=303, headers=HEADERS)
+
+    def _unsilence(self, request: Request, session: WebSession, form: FormData) -> Response:
+        """Lift a silence: the API's ``DELETE /api/v1/silences/{id}`` path (a tenant's operator only its own)."""
+        silence_id = whole_id(request.path_params["silence_id"], "silence id")
+        with Session(self.engine) as db:
+            row = db.get(SilenceRow, silence_id)
+            tenant = (row.matchers or {}).get("tenant") if row is not None else None
+        self._tenant_check(request, session.principal)(tenant)
+        alert_actions.unsilence(self.engine, silence_id, actor=session.principal.user)
+        return RedirectResponse("/alerts#silenced", status_code=303, headers=HEADERS)
 
     # -- live updates ---------------------------------------------------------------------------------------------
 

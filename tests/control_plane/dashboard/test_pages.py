@@ -22,7 +22,7 @@ from control_plane.people import People
 from control_plane.signer import SignerClient
 from tests.control_plane.dashboard.conftest import ROLES, SITE, Dash, FleetWriter, run_row, serving, sign_in
 
-LIST_PAGES = ("/", "/runs", "/queues", "/workers", "/hosts", "/commands", "/audit")
+LIST_PAGES = ("/", "/runs", "/queues", "/workers", "/hosts", "/alerts", "/commands", "/audit")
 DETAIL_PAGES = (f"/runs/{SITE}/r-live", f"/runs/{SITE}/r-failed", f"/hosts/{SITE}/h1")
 ACTION_FORM = 'action="/actions"'
 
