@@ -3,7 +3,8 @@
 A read model over the replicated cost events (:class:`~control_plane.tables.CostRow`, one per
 attempt of a stage, inserted once), no transport. Every figure is summed over a window of
 commit times (the site's clock when the attempt's cost was recorded), the last ``days`` days by
-default, so a page costs the same with a year of history as with a week; days are UTC days.
+default, read from the per-run-per-UTC-day sums the ingest keeps, so a page costs the same with a
+year of history as with a week and with one attempt per run as with a hundred.
 
 Budgets: the fleet had no budget concept, so the centre reads a small optional file,
 ``DIR/budgets.json`` (``DIR`` is ``control serve --data-dir``)::
@@ -27,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from control_plane.errors import ControlInputError
 from control_plane.fleet import Scope
-from control_plane.tables import CostRow, RunRow
+from control_plane.tables import CostDayRow, CostRow, RunRow
 
 BUDGETS_FILE = "budgets.json"
 #: The window a cost page sums unless asked otherwise, and the longest it may ask for.
@@ -155,12 +156,12 @@ def _line(budgets: Budgets, scope: str, key: str, label: str, attempts: int, com
 
 def report(session: Session, now: float, days: int = DEFAULT_DAYS, scope: Scope = None,
            budgets: Budgets | None = None, site_id: str | None = None) -> CostReport:
-    """The costs of the ``days`` days up to ``now``, per run, project, site and UTC day.
+    """The costs of the ``days`` UTC days up to and including ``now``'s, per run, project, site and day.
 
-    One pass over the window: the attempts are summed per run and day in the database (an index
-    range per tenant on ``(tenant_id, committed_at)``: every cost belongs to a run, so the tenants
-    of the runs are all the tenants costs can have), joined to their runs for the project, and the
-    few thousand sums are folded into the four tables here.
+    Reads the cost days (:class:`~control_plane.tables.CostDayRow`, one row per run and UTC day,
+    kept by the ingest) of the window, an index range on ``(day, tenant_id)``, joined to their runs
+    for the project: a few thousand rows whatever the number of attempts, folded into the four
+    tables here. Today counts whole (an attempt a site's clock dated after ``now`` is in it).
 
     Raises:
         ControlInputError: ``days`` is out of range.
@@ -168,17 +169,18 @@ def report(session: Session, now: float, days: int = DEFAULT_DAYS, scope: Scope 
     if not 1 <= days <= MAX_DAYS:
         raise ControlInputError(f"days: value {days}: expected 1 to {MAX_DAYS}")
     budgets = budgets or Budgets()
-    since = (math.floor(now / 86_400) - days + 1) * 86_400.0  # whole UTC days, today included
-    tenants = list(scope) if scope is not None else list(session.scalars(select(RunRow.tenant_id).distinct()))
-    window = [CostRow.tenant_id.in_(tenants), CostRow.committed_at >= since, CostRow.committed_at <= now]
+    today = math.floor(now / 86_400)
+    since = (today - days + 1) * 86_400.0  # whole UTC days, today included
+    window = [CostDayRow.day >= today - days + 1, CostDayRow.day <= today]
+    if scope is not None:
+        window.append(CostDayRow.tenant_id.in_(list(scope)))
     if site_id is not None:
-        window.append(CostRow.site_id == site_id)
-    day = _day_number(session).label("day")
-    sums = (select(CostRow.site_id, CostRow.run_id, CostRow.tenant_id, day, func.count().label("n"),
-                   func.sum(CostRow.compute_seconds).label("compute"), func.sum(CostRow.usd).label("usd"))
-            .where(*window).group_by(CostRow.site_id, CostRow.run_id, CostRow.tenant_id, day).subquery())
-    rows = session.execute(select(sums, RunRow.project_path).outerjoin(
-        RunRow, (RunRow.site_id == sums.c.site_id) & (RunRow.run_id == sums.c.run_id)))
+        window.append(CostDayRow.site_id == site_id)
+    rows = session.execute(
+        select(CostDayRow.site_id, CostDayRow.run_id, CostDayRow.tenant_id, CostDayRow.day, CostDayRow.attempts,
+               CostDayRow.compute_s, CostDayRow.usd, RunRow.project_path)
+        .outerjoin(RunRow, (RunRow.site_id == CostDayRow.site_id) & (RunRow.run_id == CostDayRow.run_id))
+        .where(*window))
     tables: dict[str, dict[tuple[str, ...], list[float]]] = {"run": {}, "project": {}, "site": {}, "day": {}}
     for site, run, tenant, number, n, compute, usd, path in rows:
         for scope_name, key in (("run", (site, run)), ("project", (tenant, _project(path))),
@@ -223,13 +225,6 @@ def _project(path: str | None) -> str:
     if path is None:
         return "(run not replicated yet)"
     return path or "(no project: probe stages)"
-
-
-def _day_number(session: Session) -> Any:
-    """The UTC day number of a cost's commit time: SQLite has no floor() without its math extension,
-    and its integer cast truncates (commit times are positive); PostgreSQL's cast rounds, so floor()."""
-    days = CostRow.committed_at / 86_400
-    return cast(days, Integer) if session.get_bind().dialect.name == "sqlite" else func.floor(days)
 
 
 def _date(at: float) -> str:
