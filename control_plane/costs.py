@@ -192,7 +192,10 @@ def report(session: Session, now: float, days: int = DEFAULT_DAYS, scope: Scope 
 
     def lines(scope_name: str, costliest: bool) -> list[CostLine]:
         made = []
-        for key, (n, compute, usd) in tables[scope_name].items():
+        items = list(tables[scope_name].items())
+        if costliest:  # the top rows chosen before any line is built: a window has thousands of runs
+            items = sorted(items, key=lambda item: (-item[1][2], -item[1][1], "/".join(item[0])))[:TOP]
+        for key, (n, compute, usd) in items:
             if scope_name == "run":
                 made.append(_line(budgets, "run", "/".join(key), key[1], int(n), compute, usd, site_id=key[0],
                                   run_id=key[1]))
@@ -201,7 +204,7 @@ def report(session: Session, now: float, days: int = DEFAULT_DAYS, scope: Scope 
             else:
                 made.append(_line(budgets, scope_name, key[0], key[0], int(n), compute, usd))
         if costliest:
-            return sorted(made, key=lambda line: (-line.usd, -line.compute_s, line.key))[:TOP]
+            return made
         return sorted(made, key=lambda line: line.key, reverse=scope_name == "day")
 
     sites = lines("site", False)
