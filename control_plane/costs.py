@@ -159,9 +159,10 @@ def report(session: Session, now: float, days: int = DEFAULT_DAYS, scope: Scope 
     """The costs of the ``days`` UTC days up to and including ``now``'s, per run, project, site and day.
 
     Reads the cost days (:class:`~control_plane.tables.CostDayRow`, one row per run and UTC day,
-    kept by the ingest) of the window, an index range on ``(day, tenant_id)``, joined to their runs
-    for the project: a few thousand rows whatever the number of attempts, folded into the four
-    tables here. Today counts whole (an attempt a site's clock dated after ``now`` is in it).
+    kept by the ingest) of the window, an index range on ``(day, tenant_id)``, summed in the
+    database per run (the costliest only), project (joined to the runs), site and day: a few
+    thousand rows whatever the number of attempts. Today counts whole (an attempt a site's clock
+    dated after ``now`` is in it).
 
     Raises:
         ControlInputError: ``days`` is out of range.
@@ -176,19 +177,27 @@ def report(session: Session, now: float, days: int = DEFAULT_DAYS, scope: Scope 
         window.append(CostDayRow.tenant_id.in_(list(scope)))
     if site_id is not None:
         window.append(CostDayRow.site_id == site_id)
-    rows = session.execute(
-        select(CostDayRow.site_id, CostDayRow.run_id, CostDayRow.tenant_id, CostDayRow.day, CostDayRow.attempts,
-               CostDayRow.compute_s, CostDayRow.usd, RunRow.project_path)
-        .outerjoin(RunRow, (RunRow.site_id == CostDayRow.site_id) & (RunRow.run_id == CostDayRow.run_id))
-        .where(*window))
-    tables: dict[str, dict[tuple[str, ...], list[float]]] = {"run": {}, "project": {}, "site": {}, "day": {}}
-    for site, run, tenant, number, n, compute, usd, path in rows:
-        for scope_name, key in (("run", (site, run)), ("project", (tenant, _project(path))),
-                                ("site", (site,)), ("day", (_date(float(number) * 86_400),))):
-            total = tables[scope_name].setdefault(key, [0, 0.0, 0.0])
-            total[0] += n
-            total[1] += compute or 0.0
-            total[2] += usd or 0.0
+    attempts, seconds, spend = (func.sum(CostDayRow.attempts), func.sum(CostDayRow.compute_s),
+                                func.sum(CostDayRow.usd))
+
+    def summed(*keys: Any, joined: bool = False, top: bool = False) -> Any:
+        """The window's sums per ``keys``, in the database (a few thousand rows folded in C, not here)."""
+        query = select(*keys, attempts, seconds, spend).where(*window).group_by(*keys)
+        if joined:
+            query = query.outerjoin(RunRow, (RunRow.site_id == CostDayRow.site_id)
+                                    & (RunRow.run_id == CostDayRow.run_id))
+        if top:
+            query = query.order_by(spend.desc(), seconds.desc(), *keys).limit(TOP)
+        return session.execute(query)
+
+    tables: dict[str, dict[tuple[str, ...], list[float]]] = {
+        "run": {(site, run): [a, c, u] for site, run, a, c, u in summed(CostDayRow.site_id, CostDayRow.run_id,
+                                                                        top=True)},
+        "project": {(tenant, _project(path)): [a, c, u] for tenant, path, a, c, u in summed(
+            CostDayRow.tenant_id, RunRow.project_path, joined=True)},
+        "site": {(site,): [a, c, u] for site, a, c, u in summed(CostDayRow.site_id)},
+        "day": {(_date(float(number) * 86_400),): [a, c, u] for number, a, c, u in summed(CostDayRow.day)},
+    }
 
     def lines(scope_name: str, costliest: bool) -> list[CostLine]:
         made = []
