@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from control_plane.errors import ControlError
 from control_plane.tables import (
@@ -281,7 +282,8 @@ def roll_up_costs(session: Session, site_id: str | None = None, run_ids: Collect
     chunks: list[list[str] | None] = [None] if run_ids is None else [
         sorted(run_ids)[i:i + ROLLUP_CHUNK] for i in range(0, len(run_ids), ROLLUP_CHUNK)]
     for chunk in chunks:
-        old, raw = [], [CostRow.committed_at.is_not(None)]
+        old: list[ColumnElement[bool]] = []
+        raw: list[ColumnElement[bool]] = [CostRow.committed_at.is_not(None)]
         if site_id is not None:
             old.append(CostDayRow.site_id == site_id)
             raw.append(CostRow.site_id == site_id)
