@@ -3,7 +3,8 @@
 A read model over the replicated cost events (:class:`~control_plane.tables.CostRow`, one per
 attempt of a stage, inserted once), no transport. Every figure is summed over a window of
 commit times (the site's clock when the attempt's cost was recorded), the last ``days`` days by
-default, so a page costs the same with a year of history as with a week; days are UTC days.
+default, read from the per-run-per-UTC-day sums the ingest keeps, so a page costs the same with a
+year of history as with a week and with one attempt per run as with a hundred.
 
 Budgets: the fleet had no budget concept, so the centre reads a small optional file,
 ``DIR/budgets.json`` (``DIR`` is ``control serve --data-dir``)::
@@ -27,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from control_plane.errors import ControlInputError
 from control_plane.fleet import Scope
-from control_plane.tables import CostRow, RunRow
+from control_plane.tables import CostDayRow, CostRow, RunRow
 
 BUDGETS_FILE = "budgets.json"
 #: The window a cost page sums unless asked otherwise, and the longest it may ask for.
@@ -155,12 +156,13 @@ def _line(budgets: Budgets, scope: str, key: str, label: str, attempts: int, com
 
 def report(session: Session, now: float, days: int = DEFAULT_DAYS, scope: Scope = None,
            budgets: Budgets | None = None, site_id: str | None = None) -> CostReport:
-    """The costs of the ``days`` days up to ``now``, per run, project, site and UTC day.
+    """The costs of the ``days`` UTC days up to and including ``now``'s, per run, project, site and day.
 
-    One pass over the window: the attempts are summed per run and day in the database (an index
-    range per tenant on ``(tenant_id, committed_at)``: every cost belongs to a run, so the tenants
-    of the runs are all the tenants costs can have), joined to their runs for the project, and the
-    few thousand sums are folded into the four tables here.
+    Reads the cost days (:class:`~control_plane.tables.CostDayRow`, one row per run and UTC day,
+    kept by the ingest) of the window, an index range on ``(day, tenant_id)``, summed in the
+    database per run (the costliest only), project (joined to the runs), site and day: a few
+    thousand rows whatever the number of attempts. Today counts whole (an attempt a site's clock
+    dated after ``now`` is in it).
 
     Raises:
         ControlInputError: ``days`` is out of range.
@@ -168,29 +170,41 @@ def report(session: Session, now: float, days: int = DEFAULT_DAYS, scope: Scope 
     if not 1 <= days <= MAX_DAYS:
         raise ControlInputError(f"days: value {days}: expected 1 to {MAX_DAYS}")
     budgets = budgets or Budgets()
-    since = (math.floor(now / 86_400) - days + 1) * 86_400.0  # whole UTC days, today included
-    tenants = list(scope) if scope is not None else list(session.scalars(select(RunRow.tenant_id).distinct()))
-    window = [CostRow.tenant_id.in_(tenants), CostRow.committed_at >= since, CostRow.committed_at <= now]
+    today = math.floor(now / 86_400)
+    since = (today - days + 1) * 86_400.0  # whole UTC days, today included
+    window = [CostDayRow.day >= today - days + 1, CostDayRow.day <= today]
+    if scope is not None:
+        window.append(CostDayRow.tenant_id.in_(list(scope)))
     if site_id is not None:
-        window.append(CostRow.site_id == site_id)
-    day = _day_number(session).label("day")
-    sums = (select(CostRow.site_id, CostRow.run_id, CostRow.tenant_id, day, func.count().label("n"),
-                   func.sum(CostRow.compute_seconds).label("compute"), func.sum(CostRow.usd).label("usd"))
-            .where(*window).group_by(CostRow.site_id, CostRow.run_id, CostRow.tenant_id, day).subquery())
-    rows = session.execute(select(sums, RunRow.project_path).outerjoin(
-        RunRow, (RunRow.site_id == sums.c.site_id) & (RunRow.run_id == sums.c.run_id)))
-    tables: dict[str, dict[tuple[str, ...], list[float]]] = {"run": {}, "project": {}, "site": {}, "day": {}}
-    for site, run, tenant, number, n, compute, usd, path in rows:
-        for scope_name, key in (("run", (site, run)), ("project", (tenant, _project(path))),
-                                ("site", (site,)), ("day", (_date(float(number) * 86_400),))):
-            total = tables[scope_name].setdefault(key, [0, 0.0, 0.0])
-            total[0] += n
-            total[1] += compute or 0.0
-            total[2] += usd or 0.0
+        window.append(CostDayRow.site_id == site_id)
+    attempts, seconds, spend = (func.sum(CostDayRow.attempts), func.sum(CostDayRow.compute_s),
+                                func.sum(CostDayRow.usd))
+
+    def summed(*keys: Any, joined: bool = False, top: bool = False) -> Any:
+        """The window's sums per ``keys``, in the database (a few thousand rows folded in C, not here)."""
+        query = select(*keys, attempts, seconds, spend).where(*window).group_by(*keys)
+        if joined:
+            query = query.outerjoin(RunRow, (RunRow.site_id == CostDayRow.site_id)
+                                    & (RunRow.run_id == CostDayRow.run_id))
+        if top:
+            query = query.order_by(spend.desc(), seconds.desc(), *keys).limit(TOP)
+        return session.execute(query)
+
+    tables: dict[str, dict[tuple[str, ...], list[float]]] = {
+        "run": {(site, run): [a, c, u] for site, run, a, c, u in summed(CostDayRow.site_id, CostDayRow.run_id,
+                                                                        top=True)},
+        "project": {(tenant, _project(path)): [a, c, u] for tenant, path, a, c, u in summed(
+            CostDayRow.tenant_id, RunRow.project_path, joined=True)},
+        "site": {(site,): [a, c, u] for site, a, c, u in summed(CostDayRow.site_id)},
+        "day": {(_date(float(number) * 86_400),): [a, c, u] for number, a, c, u in summed(CostDayRow.day)},
+    }
 
     def lines(scope_name: str, costliest: bool) -> list[CostLine]:
         made = []
-        for key, (n, compute, usd) in tables[scope_name].items():
+        items = list(tables[scope_name].items())
+        if costliest:  # the top rows chosen before any line is built: a window has thousands of runs
+            items = sorted(items, key=lambda item: (-item[1][2], -item[1][1], "/".join(item[0])))[:TOP]
+        for key, (n, compute, usd) in items:
             if scope_name == "run":
                 made.append(_line(budgets, "run", "/".join(key), key[1], int(n), compute, usd, site_id=key[0],
                                   run_id=key[1]))
@@ -199,7 +213,7 @@ def report(session: Session, now: float, days: int = DEFAULT_DAYS, scope: Scope 
             else:
                 made.append(_line(budgets, scope_name, key[0], key[0], int(n), compute, usd))
         if costliest:
-            return sorted(made, key=lambda line: (-line.usd, -line.compute_s, line.key))[:TOP]
+            return made
         return sorted(made, key=lambda line: line.key, reverse=scope_name == "day")
 
     sites = lines("site", False)
@@ -223,13 +237,6 @@ def _project(path: str | None) -> str:
     if path is None:
         return "(run not replicated yet)"
     return path or "(no project: probe stages)"
-
-
-def _day_number(session: Session) -> Any:
-    """The UTC day number of a cost's commit time: SQLite has no floor() without its math extension,
-    and its integer cast truncates (commit times are positive); PostgreSQL's cast rounds, so floor()."""
-    days = CostRow.committed_at / 86_400
-    return cast(days, Integer) if session.get_bind().dialect.name == "sqlite" else func.floor(days)
 
 
 def _date(at: float) -> str:

@@ -17,21 +17,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Integer, cast, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from control_plane.errors import ControlError
 from control_plane.tables import (
     ArtifactRow,
     Base,
+    CostDayRow,
     CostRow,
     QueueRow,
     RunRow,
@@ -45,6 +47,8 @@ from control_plane.tables import (
 RATE_TAU_S = 10.0
 #: Events one batch may carry; a shipper sends fewer.
 MAX_BATCH_EVENTS = 5000
+#: Runs whose cost days are recomputed in one statement (bounds the bound parameters of ``IN``).
+ROLLUP_CHUNK = 500
 
 
 class BatchRejected(ControlError):
@@ -240,6 +244,9 @@ class Ingest:
                                                           for column in table.primary_key.columns)))
                 continue
             self._upsert(session, table, rows)
+        costs = {values["run_id"] for (name, _key), (_op, values) in last.items() if name == "cost"}
+        if costs:
+            roll_up_costs(session, site_id, costs)
 
     def _upsert(self, session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
         """One executemany of the table's upsert statement (built once per table: compiled once, cached)."""
@@ -254,3 +261,38 @@ class Ingest:
         # Rows of one table can differ in which nullable fields they carry: fill the absent ones.
         names = [column.name for column in table.columns]
         session.execute(statement, [{name: row.get(name) for name in names} for row in rows])
+
+
+def utc_day(committed_at: Any, dialect: str) -> Any:
+    """The UTC day number of a commit time in SQL: SQLite has no floor() without its math extension,
+    and its integer cast truncates (commit times are positive); PostgreSQL's cast rounds, so floor()."""
+    days = committed_at / 86_400
+    return cast(days, Integer) if dialect == "sqlite" else cast(func.floor(days), Integer)
+
+
+def roll_up_costs(session: Session, site_id: str | None = None, run_ids: Collection[str] | None = None) -> None:
+    """Recompute the cost days (:class:`CostDayRow`) of ``run_ids`` at ``site_id`` (every run when None).
+
+    Recomputed from the raw cost rows rather than incremented, so the rollup equals their sums
+    whatever a batch did: a replayed or duplicated event, a key sent twice in one batch, a delete.
+    A run's attempts are a primary-key range of ``costs``, so this costs a few rows per run.
+    """
+    dialect = session.get_bind().dialect.name
+    day = utc_day(CostRow.committed_at, dialect)
+    chunks: list[list[str] | None] = [None] if run_ids is None else [
+        sorted(run_ids)[i:i + ROLLUP_CHUNK] for i in range(0, len(run_ids), ROLLUP_CHUNK)]
+    for chunk in chunks:
+        old: list[ColumnElement[bool]] = []
+        raw: list[ColumnElement[bool]] = [CostRow.committed_at.is_not(None)]
+        if site_id is not None:
+            old.append(CostDayRow.site_id == site_id)
+            raw.append(CostRow.site_id == site_id)
+        if chunk is not None:
+            old.append(CostDayRow.run_id.in_(chunk))
+            raw.append(CostRow.run_id.in_(chunk))
+        session.execute(delete(CostDayRow).where(*old))
+        sums = (select(CostRow.site_id, CostRow.run_id, day, func.min(CostRow.tenant_id), func.count(),
+                       func.coalesce(func.sum(CostRow.compute_seconds), 0.0), func.coalesce(func.sum(CostRow.usd), 0.0))
+                .where(*raw).group_by(CostRow.site_id, CostRow.run_id, day))
+        session.execute(insert(CostDayRow).from_select(
+            ["site_id", "run_id", "day", "tenant_id", "attempts", "compute_s", "usd"], sums))

@@ -461,3 +461,32 @@ class SilenceRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     removed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     removed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class CostDayRow(Base):
+    """One run's costs committed in one UTC day, summed: the cost page reads these, not every attempt.
+
+    Written by the ingest in the same transaction as the cost rows it sums, recomputed from them for
+    each run a batch touches, so it equals the raw rows whatever was replayed; costs without a commit
+    time are in no day (no window shows them either).
+    """
+
+    __tablename__ = "cost_days"
+    __table_args__ = (Index("ix_cost_days_day_tenant", "day", "tenant_id"),)
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: Whole UTC days since the epoch of the attempts' commit times.
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer)
+    compute_s: Mapped[float] = mapped_column(Float)
+    usd: Mapped[float] = mapped_column(Float)
+
+
+# The dashboard's indexes of migration 0007 on tables declared above (kept here, after them, so the
+# metadata the migrations are checked against holds them):
+#: the queues page's live stages per site and queue, counted in the index alone;
+Index("ix_stages_status_site_queue", StageRow.status, StageRow.site_id, StageRow.queue)
+#: the lineage page's other runs of the same project at a site, newest first: a seek, not a walk.
+Index("ix_runs_site_project", RunRow.site_id, RunRow.project_path, RunRow.submitted_at)

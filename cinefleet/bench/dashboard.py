@@ -31,9 +31,11 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from cinefleet.bench.control import SITES, _fill_runs, _percentile
 from control_plane.dashboard_testing import sign_in
+from control_plane.ingest import roll_up_costs
 from control_plane.people import People
 from control_plane.tables import (
     ArtifactRow,
@@ -242,6 +244,8 @@ def seed(engine: Engine, runs: int, hosts: int, now: float) -> dict[str, Any]:
     began = time.perf_counter()
     _fill_runs(engine, runs, now)
     stages, costs = _stages_and_costs(engine, now)
+    with Session(engine) as session, session.begin():  # the costs went in beside the ingest: sum them as it would
+        roll_up_costs(session)
     samples = _hosts(engine, hosts, now)
     pair = _lineage_pair(engine, now)
     _commands(engine, now)

@@ -2,8 +2,10 @@
 
 The fleet read model (:class:`control_plane.fleet.Fleet`) knows a queue's paused flag and its
 completed counter, not what is on it; this adds the stage counts the queues page and the fleet
-page show. Both queries are bounded by live work, not history: the live statuses are few among
-the stages, and the last hour's finished stages are an index range (``ix_stages_status_updated``).
+page show. Both queries are bounded by live work, not history, and read indexes only: the live
+stages are counted per site and queue in ``ix_stages_status_site_queue`` (status, site, queue: an
+index range per live status, no table row read), and the last hour's finished stages are an index
+range of ``ix_stages_status_updated``.
 """
 
 from __future__ import annotations
