@@ -263,7 +263,7 @@ def pages(seeded: dict[str, Any]) -> dict[str, str]:
             "run detail": f"/runs/{run}", "queues": "/queues", "workers": "/workers", "hosts": "/hosts",
             "host": "/hosts/site05/h0005", "commands": "/commands", "command": "/commands/c00000007",
             "audit": "/audit", "lineage": f"/runs/{b}/lineage", "lineage diff": f"/lineage?a={a}&b={b}",
-            "cost (7 days)": "/cost", "cost (30 days, site01)": "/cost?days=30&site=site01"}
+            "cost (7 days)": "/cost", "cost (30 days, site01)": "/cost?days=30&site=site01", "alerts": "/alerts"}
 
 
 def _time(client: httpx.Client, url: str, requests: int) -> list[float]:
