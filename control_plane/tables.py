@@ -463,6 +463,25 @@ class SilenceRow(Base):
     removed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class LeaseRow(Base):
+    """Who may send: the row named ``emitter`` is the lease, each ``standby …`` row a waiting emitter.
+
+    Only the lease's holder sends, escalates and resolves. It renews ``expires_at`` in every tick's own
+    transaction with a conditional UPDATE (taken when expired or already ours), which both SQLite and
+    PostgreSQL serialize, so two ``alerts serve`` on one database never both send; a standby takes over
+    once the holder stops renewing. ``host``/``pid`` are for people reading ``alerts list``.
+    """
+
+    __tablename__ = "alert_lease"
+
+    name: Mapped[str] = mapped_column(String(160), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
 class CostDayRow(Base):
     """One run's costs committed in one UTC day, summed: the cost page reads these, not every attempt.
 

@@ -1,4 +1,4 @@
-"""``cinefleet alerts serve|list|ack|silence|unsilence|silences|test``.
+"""``cinefleet alerts serve|status|list|ack|silence|unsilence|silences|test``.
 
 They act on the fleet database directly (``--control-dir DIR`` for the centre's SQLite file, or
 ``--db-url``), as an operator on the centre's machine does; acks, silences and their removal are
@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.orm import Session
 
-from control_plane.alerts import actions
+from control_plane.alerts import actions, lease
 from control_plane.alerts.config import load, seconds
 from control_plane.alerts.serve import Where
 from control_plane.alerts.silences import parse_matchers
@@ -63,15 +63,45 @@ def list_command(control_dir: ControlDirOption = None, db_url: DbUrlOption = Non
     try:
         with Session(engine) as session:
             rows = actions.list_alerts(session, status=status or (), limit=limit)
+            emitters = lease.emitters(session, time.time())
     finally:
         engine.dispose()
     if as_json:
         typer.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
+    for line in _emitter_lines(emitters):
+        typer.echo(f"# {line}")
     for r in rows:
         extra = f" acked by {r['acked_by']}" if r["acked_by"] else f" ({r['muted']})" if r["muted"] else ""
         typer.echo(f"{r['id']:>6} {r['status']:<9} {r['severity']:<8} {r['alert_type']:<20} x{r['count']:<5} "
                    f"{r['summary'][:90]}{extra}")
+
+
+def _emitter_lines(emitters: list[dict[str, object]]) -> list[str]:
+    """One line per emitter, so that an operator sees which ``alerts serve`` sends and which stand by."""
+    if not any(e["role"] == "active" for e in emitters):
+        return ["emitter: none holds the lease (no alerts serve running on this database?)"] + [
+            f"emitter {e['role']}: {e['host']} pid {e['pid']}" for e in emitters]
+    return [f"emitter {e['role']}: {e['host']} pid {e['pid']}" + (
+        " (sending)" if e["role"] == "active" else " (sends nothing until the active one's lease lapses)")
+        for e in emitters]
+
+
+@alerts_app.command("status")
+def status_command(control_dir: ControlDirOption = None, db_url: DbUrlOption = None,
+                   as_json: JsonOption = False) -> None:
+    """The emitters on this database: the one holding the lease (sending) and the standbys."""
+    engine = Where(control_dir, db_url).engine()
+    try:
+        with Session(engine) as session:
+            emitters = lease.emitters(session, time.time())
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(emitters, indent=2, sort_keys=True))
+        return
+    for line in _emitter_lines(emitters):
+        typer.echo(line)
 
 
 @alerts_app.command("ack")

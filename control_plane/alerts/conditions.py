@@ -8,7 +8,9 @@ among them has resolved. Where a condition's source is:
   again or the run is cancelled (someone dealt with it). A blocked run is canon_blocked instead.
 * excessive_retries: a stage not done whose ``attempts`` exceed the threshold.
 * canon_blocked: a run in ``blocked`` (a gate refused it; the run's detail names rule and facts).
-* host_down: :func:`control_plane.health.judge` says ``offline`` (never for ``disconnected``).
+* host_down: :func:`control_plane.health.judge` says ``offline`` (never for ``disconnected``). A host
+  judged ``disconnected`` (its site is not heard either, or most of its site fell silent at once) is
+  unknown, not back: its open host_down stays open (muted by the site's site_disconnected), never resolved.
 * disk_full: a reported volume over its high-water mark (the agent's, or the configured fraction).
 * site_disconnected: the judged site connection; replication_lagging: the site's lag or backlog.
 * provider_unavailable: the last ``threshold`` cost rows of one non-local provider at a site all
@@ -65,6 +67,9 @@ class Evaluation:
     held: frozenset[str]
     #: Why they are held; "" when nothing is.
     held_because: str = ""
+    #: Keys whose condition cannot be judged now (a host the centre cannot hear): an open alert under one is not
+    #: resolved, and none is raised.
+    unknown: frozenset[str] = frozenset()
 
 
 def key(*parts: str | None) -> str:
@@ -75,11 +80,11 @@ def evaluate(session: Session, config: AlertConfig, now: float) -> Evaluation:
     found: list[Condition] = []
     found += _stages(session, config)
     found += _blocked(session, config)
-    hosts, held, because = _hosts_and_sites(session, config, now)
+    hosts, held, because, unknown = _hosts_and_sites(session, config, now)
     found += hosts
     found += _providers(session, config, now)
     found += _budgets(session, config, now)
-    return Evaluation({c.key: c for c in found}, held, because)
+    return Evaluation({c.key: c for c in found}, held, because, unknown)
 
 
 def _stages(session: Session, config: AlertConfig) -> list[Condition]:
@@ -129,7 +134,7 @@ def _blocked(session: Session, config: AlertConfig) -> list[Condition]:
 
 
 def _hosts_and_sites(session: Session, config: AlertConfig, now: float
-                     ) -> tuple[list[Condition], frozenset[str], str]:
+                     ) -> tuple[list[Condition], frozenset[str], str, frozenset[str]]:
     rows = list(session.execute(select(HostRow.site_id, HostRow.host, HostRow.last_report_at, HostRow.interval_s,
                                        HostRow.reported_state, HostRow.reasons, HostRow.disks)))
     sites = list(session.scalars(select(SiteRow)))
@@ -147,8 +152,11 @@ def _hosts_and_sites(session: Session, config: AlertConfig, now: float
         out.append(Condition(key("site_disconnected", site_id), "site_disconnected",
                              config.severity("site_disconnected"), f"site {site_id} disconnected: {link.reason}", "/",
                              "disconnected", site_id))
+    unknown = set()
     for r in rows:
         verdict = verdicts[(r.site_id, r.host)]
+        if verdict.state == "disconnected":
+            unknown.add(key("host_down", r.site_id, r.host))
         if verdict.state == "offline" and not held:
             out.append(Condition(key("host_down", r.site_id, r.host), "host_down", config.severity("host_down"),
                                  f"host {r.host} at site {r.site_id} is offline: {'; '.join(verdict.reasons)}",
@@ -175,7 +183,7 @@ def _hosts_and_sites(session: Session, config: AlertConfig, now: float
                                  config.severity("replication_lagging"),
                                  f"site {s.site_id} replication lags {s.lag_s or 0:.0f} s with {backlog} events "
                                  "not yet applied", "/", "lagging", s.site_id))
-    return out, held, because
+    return out, held, because, frozenset(unknown)
 
 
 def _providers(session: Session, config: AlertConfig, now: float) -> list[Condition]:

@@ -159,6 +159,9 @@ class AlertConfig(_Strict):
     #: A site heard from neither by push nor by host report for this long is disconnected (as ``control serve
     #: --site-timeout``); hosts are judged on the interval each agent reports with.
     site_timeout: Duration = 15.0
+    #: How long the sending emitter's lease lasts unrenewed (it renews every tick): a standby ``alerts serve``
+    #: on the same database takes over within this long after the holder dies.
+    lease: Duration = 10.0
     types: dict[AlertType, TypeRule] = Field(default_factory=dict)
     #: Per tenant, the most USD its runs may spend in 24 hours (budget_exceeded).
     budgets: dict[str, float] = Field(default_factory=dict)
@@ -170,6 +173,8 @@ class AlertConfig(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> AlertConfig:
+        if self.lease < 2 * self.tick:
+            raise _Located(("lease",), self.lease, f"at least two ticks ({2 * self.tick:g} s): renewed once a tick")
         names = [r.name for r in self.receivers]
         seen: set[str] = set()
         for index, name in enumerate(names):

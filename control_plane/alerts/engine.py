@@ -4,8 +4,9 @@ One tick is one write transaction over the fleet database: alert rows change and
 notifications they cause (the delivery outbox) are inserted together, so a crash leaves either
 both or neither. Only after the commit are the new notifications handed to the Deliverer; every
 attempt it reports is recorded and its final one marks the notification ``sent`` or ``failed``.
-On start (:meth:`Emitter.attach`) every notification still ``pending`` is handed over again:
-a restart loses no resolve and resends nothing already final. (A send whose final attempt was
+When an emitter takes the lease (:mod:`control_plane.alerts.lease`: on its first tick, or when the
+holder it stood by for died) every notification still ``pending`` is handed over again: a restart
+or a takeover loses no resolve and resends nothing already final. (A send whose final attempt was
 not yet recorded when the process died is sent again: delivery is at least once.)
 
 Lifecycle of an alert (``status``):
@@ -21,11 +22,13 @@ Lifecycle of an alert (``status``):
   (its count goes on) instead of opening a new one.
 
 A repeat of an open alert's key bumps its count and sends nothing: 10,000 identical events are
-one notification. One ``alerts serve`` per database: two would each send.
+one notification. Several ``alerts serve`` may share a database: the lease, taken and renewed in
+each tick's transaction, lets one of them send while the others stand by, writing nothing else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -42,10 +45,11 @@ from control_plane.alerts.ack import sign
 from control_plane.alerts.conditions import Condition, Evaluation, evaluate
 from control_plane.alerts.config import AlertConfig, Route
 from control_plane.alerts.delivery import Attempt, Message, Receiver
+from control_plane.alerts.lease import LEASE, Holder, claim, release
 from control_plane.alerts.session import write_session
 from control_plane.alerts.silences import active_silences, silence_matches
 from control_plane.audit import writing
-from control_plane.tables import AlertRow, AttemptRow, NotificationRow, SilenceRow
+from control_plane.tables import AlertRow, AttemptRow, LeaseRow, NotificationRow, SilenceRow
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,10 @@ class TickReport:
     resolved: int
     sent: int
     held_because: str = ""
+    #: Who holds the lease while this emitter stands by (it then did nothing); "" while it sends.
+    standby_for: str = ""
+    #: Pending notifications handed over again because this tick took the lease.
+    resumed: int = 0
 
 
 def _stamp(at: float) -> str:
@@ -88,31 +96,34 @@ class Emitter:
         config: validated configuration.
         ack_key: the HMAC key the ack URLs are signed with.
         clock: unix seconds now (tests inject one for the minute-scale timers).
+        holder: who this emitter is for the lease; a new one (this host and pid, a fresh id) by default.
     """
 
     def __init__(self, engine: Engine, config: AlertConfig, ack_key: bytes,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, holder: Holder | None = None) -> None:
         self.engine, self.config, self.ack_key, self.clock = engine, config, ack_key, clock
+        self.holder = holder or Holder.here()
+        #: Whether this emitter's last tick held the lease (None before its first tick).
+        self.leading: bool | None = None
         self._submitter: Submitter | None = None
+        self._resume = False
         self._record_lock = threading.Lock()
 
     # -- delivery ---------------------------------------------------------------------------------
 
-    def attach(self, submitter: Submitter, *, resume: bool = True) -> int:
-        """Hand notifications to ``submitter`` from now on; with ``resume``, first every one still pending.
+    def attach(self, submitter: Submitter, *, resume: bool = True) -> None:
+        """Hand notifications to ``submitter`` from now on; with ``resume``, also every one still pending
+        each time this emitter takes the lease (not before: while another emitter holds it, they are its).
 
-        Returns how many were resumed. ``alerts test`` attaches without resuming: the pending rows are
-        the running emitter's to send, not a one-off command's.
+        ``alerts test`` attaches without resuming: the pending rows are the running emitter's to send,
+        not a one-off command's.
         """
-        self._submitter = submitter
-        if not resume:
-            return 0
-        with Session(self.engine) as session:
-            pending = list(session.scalars(select(NotificationRow).where(NotificationRow.status == "pending")
-                                           .order_by(NotificationRow.id)))
-            session.expunge_all()
-        self._submit(pending)
-        return len(pending)
+        self._submitter, self._resume = submitter, resume
+
+    def release(self) -> None:
+        """On a clean stop, after delivery let go: give the lease up so that a standby takes over at once."""
+        release(self.engine, self.holder)
+        self.leading = False
 
     def _submit(self, rows: Iterable[NotificationRow]) -> None:
         if self._submitter is None:
@@ -168,13 +179,38 @@ class Emitter:
     # -- the tick ---------------------------------------------------------------------------------
 
     def tick(self) -> TickReport:
-        """Evaluate, update the alerts and write their notifications in one transaction; then hand them over."""
+        """Take or renew the lease, evaluate, update the alerts and write their notifications in one
+        transaction; then hand them over. Without the lease it evaluates nothing and writes only its
+        standby row."""
         now = self.clock()
         with Session(self.engine) as reading:
-            evaluation = evaluate(reading, self.config, now)
+            lease = reading.get(LeaseRow, LEASE)
+            other = lease is not None and lease.holder != self.holder.id and lease.expires_at >= now
+            holder = f"{lease.host} pid {lease.pid} ({lease.holder[:8]})" if lease is not None and other else ""
+            evaluation = None if other else evaluate(reading, self.config, now)
+        resumed: list[NotificationRow] = []
         with write_session(self.engine) as session:
-            report, outbox = self._apply(session, evaluation, now)
-        self._submit(outbox)
+            leading = claim(session, self.holder, now, self.config.lease)
+            if leading and not self.leading and self._resume:
+                # Taken (first tick, or the holder died): what it committed and did not settle is ours to send.
+                resumed = list(session.scalars(select(NotificationRow).where(NotificationRow.status == "pending")
+                                               .order_by(NotificationRow.id)))
+            if leading and evaluation is not None:
+                report, outbox = self._apply(session, evaluation, now)
+            else:
+                # Taken on a tick that found it held: evaluated from the next tick on.
+                report = TickReport(0, 0, 0, 0, standby_for="" if leading else holder or "another emitter")
+                outbox = []
+        if leading != self.leading:
+            if leading:
+                log.info("emitter %s: holds the lease; sending", self.holder)
+            else:
+                log.warning("emitter %s: standby, the lease is held by %s; sending nothing until it lapses",
+                            self.holder, holder or "another emitter")
+        self.leading = leading
+        self._submit(resumed + outbox)
+        if resumed:
+            report = dataclasses.replace(report, resumed=len(resumed))
         return report
 
     def _apply(self, session: Session, evaluation: Evaluation, now: float
@@ -196,7 +232,8 @@ class Emitter:
                 alert.occurrence, alert.last_seen, alert.summary = condition.occurrence, now, condition.summary
                 repeated += 1
         for alert in list(open_alerts.values()):
-            if alert.key in evaluation.conditions or alert.alert_type in evaluation.held:
+            if (alert.key in evaluation.conditions or alert.alert_type in evaluation.held
+                    or alert.key in evaluation.unknown):
                 continue
             outbox += self._resolve(session, alert, now)
             del open_alerts[alert.key]

@@ -3,7 +3,8 @@
 It reads the fleet database each tick and writes only the alert tables; it never calls the web
 process and never touches a site. SIGTERM or SIGINT stop it after the current tick, giving
 delivery a moment to finish what it holds; whatever it could not finish stays ``pending`` in the
-outbox and is sent by the next start.
+outbox and is sent by whichever emitter takes the lease next (released at a clean stop; after a
+kill, once it lapses).
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def run(emitter: Emitter, tick_s: float, stop: threading.Event,
             if report.opened or report.resolved or report.sent:
                 log.info("tick: %d opened, %d repeated, %d resolved, %d notifications", report.opened,
                          report.repeated, report.resolved, report.sent)
+            if report.resumed:
+                log.info("took the lease: resumed %d notifications left pending by the previous holder",
+                         report.resumed)
             if report.held_because:
                 log.warning("%s", report.held_because)
         except DBAPIError as exc:  # the database went away or restarted: it is retried, not fatal
@@ -106,9 +110,7 @@ def serve(where: Where, config: AlertConfig) -> None:
     try:
         if heartbeat is not None:
             heartbeat.start()
-        resumed = emitter.attach(deliverer)
-        if resumed:
-            log.info("resumed %d notifications left pending by the previous run", resumed)
+        emitter.attach(deliverer)
         if not config.receivers:
             log.warning("no receivers configured: alerts are recorded and listed, sent nowhere")
         log.info("alerts serve: ticking every %g s", config.tick)
@@ -118,4 +120,8 @@ def serve(where: Where, config: AlertConfig) -> None:
             heartbeat.stop()
         deliverer.wait_idle(STOP_GRACE_S)
         deliverer.close()
+        try:  # only once delivery let go: a standby that took over earlier could resend what it still held
+            emitter.release()
+        except DBAPIError as exc:
+            log.warning("lease not released (a standby takes over when it lapses): %s", str(exc).splitlines()[0])
         engine.dispose()

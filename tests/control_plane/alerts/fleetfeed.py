@@ -102,8 +102,9 @@ class Harness:
         return [r.json() for r in self.rx.requests(f"/{topic}")]
 
     def restart(self) -> None:
-        """A new emitter and deliverer on the same database (as a restarted ``alerts serve``)."""
+        """A new emitter and deliverer on the same database (as a restarted ``alerts serve``, stopped cleanly)."""
         self.deliverer.close()
+        self.emitter.release()
         self.emitter = Emitter(self.engine, self.config, KEY, self.clock)
         self.deliverer = Deliverer(receivers_of(self.config), self.emitter.record, backoff_base_s=0.02,
                                    backoff_max_s=0.1)

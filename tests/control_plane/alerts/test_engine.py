@@ -7,6 +7,7 @@ receiver got, and the alert rows, attempts and audit rows the engine left.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +19,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from control_plane.alerts import actions
+from control_plane.alerts import actions, lease
 from control_plane.alerts.ack import ACK_KEY_FILE, sign
+from control_plane.alerts.engine import Emitter
 from control_plane.api import create_app
 from control_plane.commands import Commands
 from control_plane.database import migrate, open_engine, sqlite_url
@@ -309,17 +311,20 @@ def test_a_restarted_emitter_neither_loses_a_resolve_nor_sends_twice(any_db: Eng
         # The emitter dies right after committing the resolve, before delivery had it: a new emitter that
         # has not attached delivery yet does exactly that much.
         h.deliverer.close()
-        from control_plane.alerts.engine import Emitter
-
+        h.emitter.release()
         dying = Emitter(engine, h.config, KEY, h.clock)
         h.feed.report("s1", "h1")
         dying.tick()
+        assert dying.leading
         with Session(engine) as session:
             pending = session.scalars(select(NotificationRow).where(NotificationRow.status == "pending")).all()
             assert [n.event for n in pending] == ["resolved"]
-        h.restart()
-        assert h.deliverer.wait_idle(20)
+        h.restart()  # the dying one was killed: its lease holds until it lapses, and the new one waits
         h.tick()
+        assert not h.emitter.leading and [m["event"] for m in h.got("oncall")] == ["firing"]
+        h.clock.now += h.config.lease + 0.5
+        h.tick()
+        assert h.emitter.leading
         assert [m["event"] for m in h.got("oncall")] == ["firing", "resolved"], "resolve kept, firing not resent"
         with Session(engine) as session:
             assert session.scalar(select(func.count()).select_from(NotificationRow)
@@ -410,3 +415,94 @@ def test_a_reopened_alert_resolved_before_it_was_sent_again_sends_no_second_reso
         assert [m["event"] for m in h.got("oncall")] == ["firing", "resolved"]
         [alert] = _alerts(engine)
         assert alert.count == 2 and alert.status == "resolved"
+
+
+def test_a_disconnected_site_mutes_its_hosts_down_and_sends_once(engine: Engine) -> None:
+    """h1 dies first (paged); then its site stops replicating and h2 stops reporting: one site_disconnected
+    page, and h1's host_down is muted by it with the reason, never "resolved" by the centre's loss of sight."""
+    with harness(engine, site_timeout=30) as h:
+        for site, host in (("s1", "h1"), ("s1", "h2"), ("s2", "h3")):
+            h.feed.heartbeat(site)
+            h.feed.report(site, host)
+        _advance(h, 20, sites=("s1", "s2"), hosts=(("s1", "h2"), ("s2", "h3")))
+        h.tick()
+        [down] = _alerts(engine)
+        assert (down.alert_type, down.host, down.status) == ("host_down", "h1", "firing")
+        # s1 goes dark: no push, no host report; s2 (the other half of the fleet) goes on, so the centre
+        # trusts its own view (one site of two lost is not the observer guard's "most").
+        _advance(h, 40, sites=("s2",), hosts=(("s2", "h3"),))
+        h.tick()
+        h.tick()
+        by_type = {a.alert_type: a for a in _alerts(engine)}
+        site_down = by_type["site_disconnected"]
+        assert (site_down.site_id, site_down.status) == ("s1", "firing")
+        down = by_type["host_down"]
+        assert down.status == "silenced" and down.resolved_at is None
+        assert down.muted.startswith(f"inhibited by alert {site_down.id} (site_disconnected: site s1 disconnected")
+        assert sorted(by_type) == ["host_down", "site_disconnected"], "h2 is not judged down: it is unknown"
+        assert [m["title"] for m in h.got("oncall")] == ["[CRITICAL] host_down at s1 (h1)",
+                                                         "[CRITICAL] site_disconnected at s1"]
+        # The site comes back with h2 but not h1: the site resolves, h1's alert fires again unmuted, unsent twice.
+        _advance(h, 8, sites=("s1", "s2"), hosts=(("s1", "h2"), ("s2", "h3")))
+        h.tick()
+        by_type = {a.alert_type: a for a in _alerts(engine)}
+        assert by_type["site_disconnected"].status == "resolved" and by_type["host_down"].status == "firing"
+        assert [(m["event"], m["alert_id"]) for m in h.got("oncall")] == [
+            ("firing", down.id), ("firing", site_down.id), ("resolved", site_down.id)]
+
+
+def test_two_emitters_on_one_database_one_sends_and_the_standby_takes_over(any_db: Engine) -> None:
+    engine = any_db
+    with harness(engine) as h:
+        standby = Emitter(engine, h.config, KEY, h.clock)
+        standby.attach(h.deliverer)
+        h.feed.report("s1", "h1")
+        h.feed.report("s1", "h2")
+        h.tick()
+        assert standby.tick().standby_for.startswith(f"{h.emitter.holder.host} pid ")
+        assert h.emitter.leading and standby.leading is False
+        _advance(h, 20, hosts=(("s1", "h2"),))
+        for _ in range(3):
+            h.tick()
+            standby.tick()
+        assert h.deliverer.wait_idle(20)
+        assert [m["event"] for m in h.got("oncall")] == ["firing"]
+        with Session(engine) as session:
+            roles = [(e["role"], e["holder"]) for e in lease.emitters(session, h.clock.now)]
+        assert roles == [("active", h.emitter.holder.id), ("standby", standby.holder.id)]
+        # The holder dies (no release): nothing happens until its lease lapses, then the standby resolves.
+        h.feed.report("s1", "h1")
+        standby.tick()
+        assert not standby.leading
+        h.clock.now += h.config.lease + 0.5
+        h.feed.report("s1", "h1")
+        h.feed.report("s1", "h2")
+        assert standby.tick().resolved == 1 and standby.leading
+        assert h.deliverer.wait_idle(20)
+        assert [m["event"] for m in h.got("oncall")] == ["firing", "resolved"]
+        # The old holder, back from a stall, finds the lease taken: it stands by and sends nothing.
+        assert h.emitter.tick().standby_for and not h.emitter.leading
+
+
+def test_concurrent_ticks_of_two_emitters_never_both_hold_the_lease(any_db: Engine) -> None:
+    engine = any_db
+    with harness(engine) as h:
+        emitters = [h.emitter, Emitter(engine, h.config, KEY, h.clock)]
+        h.feed.report("s1", "h1")
+        h.feed.report("s1", "h2")
+        _advance(h, 20, hosts=(("s1", "h2"),))
+        leaders: list[list[bool]] = [[], []]
+
+        def ticking(index: int) -> None:
+            for _ in range(15):
+                emitters[index].tick()
+                leaders[index].append(bool(emitters[index].leading))
+
+        threads = [threading.Thread(target=ticking, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sum(any(flags) for flags in leaders) == 1, leaders
+        with Session(engine) as session:
+            assert session.scalar(select(func.count()).select_from(NotificationRow)) == 1
