@@ -101,6 +101,19 @@ def make_people(people: People, tokens: dict[str, str]) -> None:
     tokens["operator2"] = people.create_token("operator2").token
 
 
+@contextmanager
+def dashboard(app: FastAPI, engine: Engine, people: People) -> Iterator[Dash]:
+    """``app`` served on loopback with the test people made, their browsers closed afterwards."""
+    with serving(app) as url:
+        made = Dash(url, app, engine, people)
+        make_people(people, made.tokens)
+        try:
+            yield made
+        finally:
+            for browser in made.browsers:
+                browser.close()
+
+
 @pytest.fixture
 def dash_engine(tmp_path: Path) -> Iterator[Engine]:
     engine = open_engine(sqlite_url(tmp_path / "fleet.db"))
@@ -116,15 +129,8 @@ def dash(dash_engine: Engine, tmp_path: Path) -> Iterator[Dash]:
     """The real app without a signer (commands to it fail as "signer unavailable", recorded as such)."""
     people = People(dash_engine)
     commands = Commands(dash_engine, FleetDirectory(dash_engine), SignerClient(tmp_path / "no-signer.sock"))
-    app = create_app(dash_engine, people, commands)
-    with serving(app) as url:
-        made = Dash(url, app, dash_engine, people)
-        make_people(people, made.tokens)
-        try:
-            yield made
-        finally:
-            for browser in made.browsers:
-                browser.close()
+    with dashboard(create_app(dash_engine, people, commands), dash_engine, people) as made:
+        yield made
 
 
 def run_row(run_id: str, status: str, submitted_at: float, tenant: str = TENANT) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from ops_agent.testing import AgentProcess
 from pipeline.testing import wait_for
 from site_scheduler.testing import SITE, Site
 from tests.control_plane.conftest import COMMAND_WORKER, HarnessDirectory
-from tests.control_plane.dashboard.conftest import Dash, FleetWriter, csrf_of, make_people, serving
+from tests.control_plane.dashboard.conftest import Dash, FleetWriter, csrf_of, dashboard
 
 POLICY = ("undrain-worker",)
 
@@ -47,15 +47,8 @@ def centre(command_site: Site, command_agent: AgentProcess, command_keys: Path, 
         people = People(engine)
         commands = Commands(engine, HarnessDirectory(command_site, command_agent),
                             SignerClient(data_dir / "signer.sock"), policy=POLICY)
-        app = create_app(engine, people, commands)
-        with serving(app) as url:
-            made = Dash(url, app, engine, people)
-            make_people(people, made.tokens)
-            try:
-                yield made
-            finally:
-                for browser in made.browsers:
-                    browser.close()
+        with dashboard(create_app(engine, people, commands), engine, people) as made:
+            yield made
     finally:
         signer.send_signal(signal.SIGTERM)
         signer.wait(timeout=30)
