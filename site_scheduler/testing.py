@@ -153,6 +153,23 @@ class Site:
                 return int(proc.name)
         raise AssertionError(f"no redis-server on port {port}")
 
+    def _own_redis_pids(self) -> list[int]:
+        """The redis-servers serving a folder of this site's data dir (Redis runs in its ``dir``)."""
+        root = self.data_dir.resolve()
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if b"redis-server" not in (proc / "cmdline").read_bytes():
+                    continue
+                cwd = (proc / "cwd").resolve()
+            except OSError:
+                continue
+            if cwd == root or root in cwd.parents:
+                pids.append(int(proc.name))
+        return pids
+
     def _alive(self, process: subprocess.Popen[bytes], what: str, log_name: str) -> bool:
         if process.poll() is not None:
             raise AssertionError(f"{what} exited {process.returncode}: {_log_tail(self.logs / log_name)}")
@@ -210,6 +227,11 @@ class Site:
                 self.scheduler.wait(timeout=STOP_TIMEOUT_S)
                 self.scheduler = None
                 raise
+        for pid in self._own_redis_pids():
+            # A scheduler started again mid-test adopts the Redis its predecessor left and, by design,
+            # leaves it running when it stops: the harness ends it so it does not outlive the test.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         if self._client is not None:
             self._client.close()
             self._client = None
