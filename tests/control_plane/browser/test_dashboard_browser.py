@@ -196,7 +196,7 @@ def _tour(rig: Rig) -> dict[str, str]:
     return {"fleet": "/", "runs": "/runs", "run": f"/runs/east/{edited}", "lineage": f"/runs/east/{first}/lineage",
             "lineage-diff": f"/lineage?a=east/{first}&b=east/{edited}", "queues": "/queues", "workers": "/workers",
             "hosts": "/hosts", "host": f"/hosts/east/{host}", "commands": "/commands",
-            "command": f"/commands/{command}", "audit": "/audit?verify=1", "cost": "/cost",
+            "command": f"/commands/{command}", "audit": "/audit?verify=1", "cost": "/cost", "alerts": "/alerts",
             "not-found": f"/runs/east/no-such-run-{worker}"}
 
 
