@@ -51,7 +51,10 @@ def edit_one_line(project: Path) -> None:
 
 
 def _replicated(centre: Centre, site: Site) -> bool:
-    """Has the centre applied the site's whole outbox (the runs, stages, artifacts and costs)?"""
+    """Has the centre applied the site's whole outbox (the runs, stages, artifacts and costs)?
+
+    At least up to the head read now: the site goes on writing (a worker turning idle), so the cursor may pass it.
+    """
     engine = open_site_engine(site.client.endpoints.db_url)
     try:
         with Session(engine) as session:
@@ -60,7 +63,7 @@ def _replicated(centre: Centre, site: Site) -> bool:
         engine.dispose()
 
     def caught_up(fleet: Fleet) -> bool:
-        return any(s.site_id == site.site_id and s.cursor == head for s in fleet.sites())
+        return any(s.site_id == site.site_id and s.cursor >= head for s in fleet.sites())
 
     return centre.wait_until(caught_up, "the centre to apply the site's whole outbox", 60)
 
